@@ -1,0 +1,1 @@
+"""DICOM-RT / NIfTI exports -> nnU-Net raw datasets."""

@@ -1,0 +1,1 @@
+"""Subcommands of the nnunet-breast console script (one module each)."""

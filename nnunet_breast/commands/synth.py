@@ -1,0 +1,33 @@
+"""Generate a synthetic cohort written as a treatment planning system exports it.
+
+Each case is a folder <out>/<PatientID>/ with one DICOM CT file per slice, an RTSTRUCT (RS.*.dcm) and, for
+the breast cohort, an RTDOSE (RD.*.dcm). Same --seed, same files (UIDs included).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nnunet_breast.cli import UserError
+
+HELP = "write synthetic DICOM CT + RTSTRUCT (+ RTDOSE) phantom cohorts"
+
+
+def add_arguments(p):
+    p.add_argument("--cohort", required=True, choices=("breast", "clips"))
+    p.add_argument("--n", type=int, required=True, help="number of cases")
+    p.add_argument("--out", required=True, type=Path, help="output folder (created; cases replaced whole)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", choices=("small", "full"), default="small",
+                   help="small: ~96x96x44 voxels for CPU tests; full: 512x512x100 for benchmarks")
+
+
+def run(args) -> int:
+    from nnunet_breast.synth.cohort import write_cohort
+
+    if args.n < 1:
+        raise UserError("--n must be at least 1")
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} exists and is not a folder")
+    written = write_cohort(args.cohort, args.n, args.out, seed=args.seed, size=args.size)
+    print(f"wrote {len(written)} {args.cohort} cases to {args.out}")
+    return 0

@@ -1,0 +1,1 @@
+"""DICOM-RT input/output: CT series, RTSTRUCT and RTDOSE, written and read the way TPS exports them."""

@@ -1,0 +1,114 @@
+"""RTSTRUCT: structure masks on a CT grid -> CLOSED_PLANAR contours referencing the CT slices."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from nnunet_breast.contours import mask_to_polygons
+from nnunet_breast.dicom.common import CT_IMAGE_STORAGE, RTSTRUCT_STORAGE, ds_str, new_file_dataset, now, uid
+from nnunet_breast.dicom.ct import SliceRef
+
+
+@dataclass
+class RoiSpec:
+    name: str                        # ROIName as written
+    mask: np.ndarray                 # bool [z, y, x] on the CT grid
+    kind: str = "ORGAN"              # RTROIInterpretedType
+    color: tuple[int, int, int] = (255, 0, 0)
+    algorithm: str = "MANUAL"        # ROIGenerationAlgorithm: MANUAL, SEMIAUTOMATIC, AUTOMATIC
+    description: str = ""
+
+
+def _contour_item(poly_xy: np.ndarray, spacing, origin, ref: SliceRef) -> Dataset:
+    pts = np.empty((len(poly_xy), 3))
+    pts[:, 0] = origin[0] + poly_xy[:, 0] * spacing[0]
+    pts[:, 1] = origin[1] + poly_xy[:, 1] * spacing[1]
+    pts[:, 2] = ref.z_mm
+    item = Dataset()
+    img = Dataset()
+    img.ReferencedSOPClassUID = CT_IMAGE_STORAGE
+    img.ReferencedSOPInstanceUID = ref.sop_instance_uid
+    item.ContourImageSequence = Sequence([img])
+    item.ContourGeometricType = "CLOSED_PLANAR"
+    item.NumberOfContourPoints = len(pts)
+    item.ContourData = [ds_str(v) for v in pts.ravel()]
+    return item
+
+
+def write_rtstruct(rois: list[RoiSpec], ct_refs: list[SliceRef], spacing, origin, study: Dataset, out_file: Path,
+                   *, series_uid: str, ct_series_uid: str, frame_of_reference_uid: str, label: str = "RTSTRUCT",
+                   entropy=(), simplify_tolerance: float = 0.0, extra: dict | None = None,
+                   date_time: tuple[str, str] | None = None) -> Path:
+    """Write one RTSTRUCT with one ROI per ``RoiSpec``; contours lie exactly on the CT planes.
+
+    Holes and islands come out as separate contours on a plane (readers combine them with the
+    even-odd rule). ``spacing``/``origin`` are the CT grid's (x, y, z) mm.
+    """
+    sop = uid(*entropy, "rtstruct") if entropy else uid()
+    ds = new_file_dataset(RTSTRUCT_STORAGE, sop)
+    for elem in study:
+        ds.add(elem)
+    date, time = date_time or now()
+    ds.Modality = "RTSTRUCT"
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = 3
+    ds.InstanceNumber = 1
+    ds.StructureSetLabel = label[:16]
+    ds.StructureSetName = label[:64]
+    ds.StructureSetDate, ds.StructureSetTime = date, time
+
+    contour_images = Sequence()
+    for ref in ct_refs:
+        img = Dataset()
+        img.ReferencedSOPClassUID = CT_IMAGE_STORAGE
+        img.ReferencedSOPInstanceUID = ref.sop_instance_uid
+        contour_images.append(img)
+    series = Dataset()
+    series.SeriesInstanceUID = ct_series_uid
+    series.ContourImageSequence = contour_images
+    rt_study = Dataset()
+    rt_study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (retired, customary)
+    rt_study.ReferencedSOPInstanceUID = study.StudyInstanceUID
+    rt_study.RTReferencedSeriesSequence = Sequence([series])
+    frame = Dataset()
+    frame.FrameOfReferenceUID = frame_of_reference_uid
+    frame.RTReferencedStudySequence = Sequence([rt_study])
+    ds.ReferencedFrameOfReferenceSequence = Sequence([frame])
+
+    ds.StructureSetROISequence = Sequence()
+    ds.ROIContourSequence = Sequence()
+    ds.RTROIObservationsSequence = Sequence()
+    for number, roi in enumerate(rois, start=1):
+        ssr = Dataset()
+        ssr.ROINumber = number
+        ssr.ReferencedFrameOfReferenceUID = frame_of_reference_uid
+        ssr.ROIName = roi.name
+        ssr.ROIGenerationAlgorithm = roi.algorithm
+        if roi.description:
+            ssr.ROIDescription = roi.description
+        ds.StructureSetROISequence.append(ssr)
+
+        rc = Dataset()
+        rc.ROIDisplayColor = list(roi.color)
+        rc.ReferencedROINumber = number
+        rc.ContourSequence = Sequence()
+        for k in np.flatnonzero(roi.mask.any(axis=(1, 2))):
+            for poly in mask_to_polygons(roi.mask[k], simplify_tolerance=simplify_tolerance):
+                rc.ContourSequence.append(_contour_item(poly, spacing, origin, ct_refs[k]))
+        ds.ROIContourSequence.append(rc)
+
+        obs = Dataset()
+        obs.ObservationNumber = number
+        obs.ReferencedROINumber = number
+        obs.RTROIInterpretedType = roi.kind
+        obs.ROIInterpreter = ""
+        ds.RTROIObservationsSequence.append(obs)
+    for key, value in (extra or {}).items():
+        setattr(ds, key, value)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(out_file, enforce_file_format=True)
+    return out_file

@@ -1,0 +1,1 @@
+"""Synthetic thorax phantoms written as a treatment planning system exports them."""

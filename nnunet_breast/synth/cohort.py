@@ -1,0 +1,166 @@
+"""Synthetic cohorts: cases in memory (:func:`make_case`) and written as a TPS export (:func:`write_cohort`)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from tqdm import tqdm
+
+from nnunet_breast import catalog
+from nnunet_breast.synth import phantom
+from nnunet_breast.synth.phantom import Case, Grid
+
+COHORTS = ("breast", "clips")
+
+
+def case_rng(cohort: str, index: int, seed: int) -> np.random.Generator:
+    """One independent stream per (cohort, case, seed): case 3 is the same whatever N is."""
+    key = int.from_bytes(hashlib.sha256(f"{cohort}/{index}/{seed}".encode()).digest()[:8], "little")
+    return np.random.default_rng(key)
+
+
+def make_case(cohort: str, index: int, seed: int = 0, size: str = "small") -> Case:
+    if cohort not in COHORTS:
+        raise ValueError(f"unknown cohort {cohort!r}; choose from {COHORTS}")
+    if size not in phantom.SIZES:
+        raise ValueError(f"unknown size {size!r}; choose from {tuple(phantom.SIZES)}")
+    rng = case_rng(cohort, index, seed)
+    grid = phantom.make_grid(rng, size)
+    tissues, masks, geo = phantom.build_anatomy(grid, rng)
+    phantom.check_overlaps(masks)
+    side = "L" if rng.random() < 0.5 else "R"
+    site = phantom.SITES[index % len(phantom.SITES)]
+    contrast = bool(rng.random() < 0.4) if cohort == "breast" else False
+    hu = phantom.render_hu(grid, tissues, masks, contrast, rng)
+    case = Case(f"{cohort}_{index:03d}", cohort, grid, hu, masks, side, contrast, site)
+    if cohort == "clips":
+        _add_clips(case, tissues, geo, rng)
+    phantom.add_couch(grid, case.hu, geo["R"])
+    case.hu = phantom.finish(case.hu, rng, noise=float(rng.uniform(8, 18)), intercept=phantom.SCANNERS[site][2])
+    if cohort == "clips":
+        case.masks = {"Clips": case.masks["Clips"]}
+    else:
+        case.dose = tangential_dose(case, geo)
+    case.meta = {"R_mm": geo["R"]}
+    return case
+
+
+def _segment_occupancy(grid: Grid, p0: np.ndarray, p1: np.ndarray, radius: float, supersample: int = 4):
+    """Fraction of each voxel (near the segment) within ``radius`` mm of segment p0-p1: partial volume."""
+    lo = np.minimum(p0, p1) - radius - 2 * np.array(grid.spacing)
+    hi = np.maximum(p0, p1) + radius + 2 * np.array(grid.spacing)
+    org, sp = np.array(grid.origin), np.array(grid.spacing)
+    i0 = np.maximum(np.floor((lo - org) / sp).astype(int), 0)
+    i1 = np.minimum(np.ceil((hi - org) / sp).astype(int) + 1, np.array(grid.shape[::-1]))
+    if np.any(i1 <= i0):
+        return None, None
+    offs = (np.arange(supersample) + 0.5) / supersample - 0.5
+    axes = [org[a] + sp[a] * (np.arange(i0[a], i1[a])[:, None] + offs[None, :]).ravel() for a in range(3)]
+    X, Y, Z = np.meshgrid(axes[0], axes[1], axes[2], indexing="ij")
+    P = np.stack([X, Y, Z], -1)
+    d = p1 - p0
+    t = np.clip(((P - p0) @ d) / (d @ d), 0, 1)
+    dist = np.linalg.norm(P - (p0 + t[..., None] * d), axis=-1)
+    inside = (dist <= radius).astype(np.float32)
+    n = i1 - i0
+    occ = inside.reshape(n[0], supersample, n[1], supersample, n[2], supersample).mean((1, 3, 5))
+    sl = tuple(slice(i0[a], i1[a]) for a in (2, 1, 0))
+    return sl, occ.transpose(2, 1, 0)  # to [z, y, x]
+
+
+def _add_clips(case: Case, tissues, geo, rng) -> None:
+    """5-8 titanium clips on the wall of a lumpectomy cavity in the treated breast, plus decoys."""
+    grid, R = case.grid, geo["R"]
+    s = case.side
+    c_u, c_v, c_w = geo["breast_c"][s]
+    z0, z1 = geo["z0"], geo["z1"]
+    to_mm = lambda u, v, w: np.array([u * R, v * R, z0 + w * (z1 - z0)])  # noqa: E731
+    # cavity towards the chest wall, so that the deep clips lie close to the ribs
+    centre = to_mm(c_u * 0.95, c_v + 0.06, c_w + float(rng.uniform(-0.04, 0.04)))
+    radius = np.array([0.45 * geo["breast_semi"][0] * R, 0.45 * geo["breast_semi"][1] * R,
+                       max(10.0, 0.3 * geo["breast_semi"][2] * (z1 - z0))])
+    x, y, z = (grid.axis_mm(a) for a in "xyz")
+    cavity = (((x[None, None] - centre[0]) / radius[0]) ** 2 + ((y[None, :, None] - centre[1]) / radius[1]) ** 2
+              + ((z[:, None, None] - centre[2]) / radius[2]) ** 2) <= 1
+    case.hu[cavity & tissues["body"]] = 20.0           # seroma
+    label = np.zeros(grid.shape, bool)
+    n_clips = int(rng.integers(5, 9))
+    dirs = rng.standard_normal((n_clips, 3))
+    dirs[0] = [0, 1, 0]                                  # one clip on the deep wall, next to the ribs
+    for k in range(n_clips):
+        direction = dirs[k] / np.linalg.norm(dirs[k])
+        pos = centre + direction * radius
+        axis = rng.standard_normal(3)
+        axis /= np.linalg.norm(axis)
+        length = float(rng.uniform(5.0, 8.0))               # medium ligating clip, closed
+        p0, p1 = pos - axis * length / 2, pos + axis * length / 2
+        sl, occ = _segment_occupancy(grid, p0, p1, radius=1.0)
+        if sl is None or occ.max() <= 0:
+            continue
+        case.hu[sl] = case.hu[sl] * (1 - occ) + phantom.TITANIUM_HU * occ
+        label[sl] |= occ >= 0.15
+        case.clips.append({"centre_mm": pos.round(2).tolist(), "axis": axis.round(3).tolist(), "length_mm": length})
+    # decoy: a radio-opaque skin marker (BB) on the surface of the treated breast
+    skin = to_mm(c_u, c_v - 1.1 * geo["breast_semi"][1], c_w)
+    sl, occ = _segment_occupancy(grid, skin, skin + 0.01, radius=1.2)
+    if sl is not None:
+        case.hu[sl] = case.hu[sl] * (1 - occ) + 2500.0 * occ
+    case.masks["Clips"] = label
+
+
+def tangential_dose(case: Case, geo) -> tuple[Grid, np.ndarray]:
+    """A plausible whole-breast tangent-pair dose (Gy) on a coarser grid of its own.
+
+    Full dose anterior to the line joining the medial and lateral field borders on the treated side,
+    4 mm penumbra, a cranio-caudal field edge, scatter falling off behind the field edge, zero in air.
+    """
+    g, R = case.grid, geo["R"]
+    sp = (2 * g.spacing[0], 2 * g.spacing[1], g.spacing[2])
+    shape = (g.shape[0], g.shape[1] // 2, g.shape[2] // 2)
+    dgrid = Grid(shape, sp, (g.origin[0] + g.spacing[0] / 2, g.origin[1] + g.spacing[1] / 2, g.origin[2]))
+    sg = 1 if case.side == "L" else -1
+    x, y, z = (dgrid.axis_mm(a) for a in "xyz")
+    a = np.array([sg * 0.08 * R, -0.50 * R])     # medial border
+    b = np.array([sg * 0.85 * R, -0.05 * R])     # lateral border
+    n = np.array([-(b - a)[1], (b - a)[0]]) / np.linalg.norm(b - a)
+    if n @ np.array([0, -1.0]) < 0:              # point the normal anteriorly
+        n = -n
+    d = (x[None, :] - a[0]) * n[0] + (y[:, None] - a[1]) * n[1]            # mm, positive = in field
+    w = (z - geo["z0"]) / (geo["z1"] - geo["z0"])
+    cz = geo["breast_c"][case.side][2]
+    z_mm = (np.abs(w - cz) - 0.26) * (geo["z1"] - geo["z0"])               # mm outside the field length
+    from scipy.special import ndtr
+    prescription = 50.0
+    medial = sg * x[None, :] - 0.5 * a[0] * sg                              # mm lateral of the medial limit
+    inplane = (ndtr(d / 4.0) + 0.04 * np.exp(np.minimum(d, 0) / 30.0) * (d < 0)) * ndtr(medial / 4.0)
+    dose = prescription * ndtr(-z_mm / 4.0)[:, None, None] * inplane[None]
+    body = ndimage.zoom(case.hu > -400, (1, 0.5, 0.5), order=0)[: shape[0], : shape[1], : shape[2]]
+    dose *= body
+    return dgrid, dose.astype(np.float32)
+
+
+def write_cohort(cohort: str, n: int, out: Path, seed: int = 0, size: str = "small", progress: bool = True) -> list[Path]:
+    """Write ``n`` cases under ``out/<PatientID>/`` as CT slices + RTSTRUCT (+ RTDOSE for breast)."""
+    from nnunet_breast.synth.export import write_case  # pydicom is only needed when writing
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i in tqdm(range(n), desc=f"synth {cohort}", disable=not progress, unit="case"):
+        case = make_case(cohort, i, seed, size)
+        written.append(write_case(case, out, seed))
+    manifest = {"cohort": cohort, "n": n, "seed": seed, "size": size,
+                "cases": [p.name for p in written], "generator": "nnunet_breast.synth"}
+    (out / f"synth_{cohort}.json").write_text(json.dumps(manifest, indent=2))
+    return written
+
+
+def structure_spelling(name: str, rng: np.random.Generator, site: str) -> str:
+    """Site A exports TG-263 names, site B the free-text names its planners type."""
+    options = catalog.spellings(name)
+    if site == phantom.SITES[0]:
+        return options[0]
+    return options[int(rng.integers(1, len(options)))] if len(options) > 1 else options[0]

@@ -1,0 +1,9 @@
+"""nnU-Net trainers of this package.
+
+The classes live here, in the installed package, so that nnU-Net's spawn-based worker pools can pickle
+them. nnU-Net finds them through the ``nnUNet_extTrainer`` folder, which only re-exports these names
+(``nnunet_breast/ext_trainers``; ``nnunet-breast env`` prints the export line).
+"""
+from nnunet_breast.trainers.tiny import nnUNetTrainerTiny_2epochs
+
+__all__ = ["nnUNetTrainerTiny_2epochs"]
