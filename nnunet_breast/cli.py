@@ -12,6 +12,8 @@ from nnunet_breast import __version__
 COMMANDS = {
     "env": "env",
     "synth": "synth",
+    "convert": "convert",
+    "splits": "splits",
 }
 
 

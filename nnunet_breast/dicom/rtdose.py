@@ -48,3 +48,28 @@ def write_rtdose(dose_gy: np.ndarray, spacing, origin, study: Dataset, out_file:
     out_file.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(out_file, enforce_file_format=True)
     return out_file
+
+
+def read_rtdose(path: Path):
+    """RTDOSE -> (SimpleITK image of dose in Gy, header). Refuses dose that is not in Gy."""
+    import pydicom
+    import SimpleITK as sitk
+
+    ds = pydicom.dcmread(path)
+    if getattr(ds, "Modality", None) != "RTDOSE":
+        raise ValueError(f"{path}: not an RTDOSE")
+    if str(getattr(ds, "DoseUnits", "")).upper() != "GY":
+        raise ValueError(f"{path}: DoseUnits {getattr(ds, 'DoseUnits', None)!r}; only GY is supported")
+    frames = np.asarray(ds.pixel_array, dtype=np.float64).reshape(int(getattr(ds, "NumberOfFrames", 1)),
+                                                                 ds.Rows, ds.Columns)
+    dose = frames * float(ds.DoseGridScaling)
+    offsets = np.asarray(ds.GridFrameOffsetVector, float) if "GridFrameOffsetVector" in ds else np.zeros(1)
+    steps = np.diff(offsets)
+    if len(steps) and (np.any(steps <= 0) or np.ptp(steps) > 1e-3):
+        raise ValueError(f"{path}: non-uniform or unsorted GridFrameOffsetVector is not supported")
+    row, col = np.asarray(ds.ImageOrientationPatient, float).reshape(2, 3)
+    image = sitk.GetImageFromArray(dose.astype(np.float32))
+    image.SetOrigin([float(v) for v in ds.ImagePositionPatient])
+    image.SetSpacing((float(ds.PixelSpacing[1]), float(ds.PixelSpacing[0]), float(steps[0]) if len(steps) else 1.0))
+    image.SetDirection(np.column_stack([row, col, np.cross(row, col)]).ravel().tolist())
+    return image, ds

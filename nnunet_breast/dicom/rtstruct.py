@@ -112,3 +112,38 @@ def write_rtstruct(rois: list[RoiSpec], ct_refs: list[SliceRef], spacing, origin
     out_file.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(out_file, enforce_file_format=True)
     return out_file
+
+
+@dataclass
+class RoiContours:
+    """One ROI of an RTSTRUCT as written: its contours in patient coordinates (mm)."""
+    number: int
+    name: str
+    kind: str | None                              # RTROIInterpretedType, if the file has one
+    color: tuple[int, int, int] | None
+    contours: list[tuple[str, np.ndarray]]        # (ContourGeometricType, points (N, 3) in mm)
+
+
+def read_rtstruct(path: Path) -> tuple[Dataset, list[RoiContours]]:
+    """All ROIs of an RTSTRUCT, including ROIs without contours (an empty ROI is data, not an error)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    if getattr(ds, "Modality", None) != "RTSTRUCT":
+        raise ValueError(f"{path}: not an RTSTRUCT (Modality {getattr(ds, 'Modality', None)!r})")
+    kinds = {int(o.ReferencedROINumber): str(getattr(o, "RTROIInterpretedType", "") or "") or None
+             for o in getattr(ds, "RTROIObservationsSequence", [])}
+    contours: dict[int, Dataset] = {int(rc.ReferencedROINumber): rc for rc in getattr(ds, "ROIContourSequence", [])}
+    rois = []
+    for r in getattr(ds, "StructureSetROISequence", []):
+        number = int(r.ROINumber)
+        rc = contours.get(number)
+        items = []
+        color = None
+        if rc is not None:
+            color = tuple(int(c) for c in rc.ROIDisplayColor) if "ROIDisplayColor" in rc else None
+            for c in getattr(rc, "ContourSequence", []):
+                pts = np.asarray(c.ContourData, dtype=float).reshape(-1, 3)
+                items.append((str(c.ContourGeometricType), pts))
+        rois.append(RoiContours(number, str(r.ROIName), kinds.get(number), color, items))
+    return ds, rois

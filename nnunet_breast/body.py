@@ -1,0 +1,34 @@
+"""Body mask as in the clip paper: drop air, open and close, keep the largest component (the couch goes).
+
+HU < -150 is air. The paper's threshold leaves the lungs and the trachea as holes, so each axial slice
+is hole-filled afterwards (a body mask must contain the lungs). Arms that are not joined to the trunk go
+with the couch, as with the paper's largest-component rule.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def _ball(radius_mm: float, spacing_zyx) -> np.ndarray:
+    r = [max(0, int(np.floor(radius_mm / s))) for s in spacing_zyx]
+    zz, yy, xx = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1, -r[2]:r[2] + 1]
+    return ((zz * spacing_zyx[0]) ** 2 + (yy * spacing_zyx[1]) ** 2 + (xx * spacing_zyx[2]) ** 2) <= radius_mm ** 2
+
+
+def body_mask(hu: np.ndarray, spacing_xyz, air_hu: float = -150.0, radius_mm: float = 3.0) -> np.ndarray:
+    """Bool [z, y, x] body mask of a CT in HU; ``spacing_xyz`` in SimpleITK order."""
+    spacing_zyx = tuple(spacing_xyz[::-1])
+    tissue = hu >= air_hu
+    ball = _ball(radius_mm, spacing_zyx)
+    tissue = ndimage.binary_opening(tissue, ball)
+    tissue = ndimage.binary_closing(tissue, ball, border_value=0)
+    labels, n = ndimage.label(tissue)
+    if n == 0:
+        return np.zeros_like(tissue)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    body = labels == int(np.argmax(sizes))
+    for k in range(body.shape[0]):
+        body[k] = ndimage.binary_fill_holes(body[k])
+    return body
