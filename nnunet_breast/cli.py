@@ -14,6 +14,10 @@ COMMANDS = {
     "synth": "synth",
     "convert": "convert",
     "splits": "splits",
+    "plan": "plan",
+    "evaluate": "evaluate",
+    "report": "report",
+    "compare": "compare",
 }
 
 

@@ -14,7 +14,7 @@ from nnunet_breast.synth.cohort import write_cohort
 @pytest.fixture(scope="session")
 def breast_export(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("breast_export")
-    write_cohort("breast", 3, out, seed=0, size="small", progress=False)
+    write_cohort("breast", 5, out, seed=0, size="small", progress=False)
     return out
 
 
@@ -23,6 +23,15 @@ def clips_export(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("clips_export")
     write_cohort("clips", 3, out, seed=0, size="small", progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def breast_dataset(breast_export, tmp_path_factory):
+    """The synthetic breast export converted once (report of nnunet_breast.dataset_conversion.convert)."""
+    from nnunet_breast.dataset_conversion.dataset import ConvertOptions, convert
+
+    raw = tmp_path_factory.mktemp("raw")
+    return convert(ConvertOptions("breast", breast_export, 501, "Test", raw), progress=False)
 
 
 @pytest.fixture

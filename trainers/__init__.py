@@ -4,6 +4,13 @@ The classes live here, in the installed package, so that nnU-Net's spawn-based w
 them. nnU-Net finds them through the ``nnUNet_extTrainer`` folder, which only re-exports these names
 (``nnunet_breast/ext_trainers``; ``nnunet-breast env`` prints the export line).
 """
+from nnunet_breast.trainers.effnet import (nnUNetTrainerEffNetB0, nnUNetTrainerEffNetB0_5epochs,
+                                           nnUNetTrainerEffNetB0_10epochs,
+                                           nnUNetTrainerEffNetB0_50epochs, nnUNetTrainerEffNetB0Paper,
+                                           nnUNetTrainerEffNetB0Paper_5epochs, nnUNetTrainerEffNetB0PaperTiny_2epochs,
+                                           nnUNetTrainerEffNetB0Tiny_2epochs)
 from nnunet_breast.trainers.tiny import nnUNetTrainerTiny_2epochs
 
-__all__ = ["nnUNetTrainerTiny_2epochs"]
+__all__ = ["nnUNetTrainerTiny_2epochs", "nnUNetTrainerEffNetB0", "nnUNetTrainerEffNetB0_5epochs", "nnUNetTrainerEffNetB0_10epochs",
+           "nnUNetTrainerEffNetB0_50epochs", "nnUNetTrainerEffNetB0Paper", "nnUNetTrainerEffNetB0Paper_5epochs",
+           "nnUNetTrainerEffNetB0Tiny_2epochs", "nnUNetTrainerEffNetB0PaperTiny_2epochs"]

@@ -1,0 +1,133 @@
+"""Our configurations, written into nnU-Net's own plans files (plans stay the single source of truth).
+
+Runs after stock fingerprinting/planning (``nnUNetv2_plan_and_preprocess``):
+
+* ``3d_fullres_effnetb0`` in ``nnUNetPlans.json``: nnU-Net's 3d_fullres spacing and data, with a patch size
+  and batch size planned for the EfficientNet-B0 U-Net by nnU-Net's own planning loop. Only the memory
+  estimate is ours (:class:`EffNetB0Planner`), so the loop shrinks the patch against *this* network's
+  feature maps, not PlainConvUNet's. ``inherits_from`` is a shallow update in nnU-Net, so the
+  configuration carries its whole ``architecture``.
+* ``3d_effnetb0_paper`` in its own plans file ``nnUNetPlans_effnetb0paper.json``: the paper's recipe,
+  1 x 1 x 3 mm, patch 128 x 128 x 64 (x, y, z), HU window [-160, 240] mapped to [-1, 1]. The window must
+  live in a plans file of its own because nnU-Net's CTNormalization reads its clip bounds and mean/std
+  from the plans-wide ``foreground_intensity_properties_per_channel``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+EFFNET_CLASS = "nnunet_breast.networks.efficientnet.EfficientNetUNet3d"
+PAPER_PLANS = "nnUNetPlans_effnetb0paper"
+PAPER_CONFIG = "3d_effnetb0_paper"
+EFFNET_CONFIG = "3d_fullres_effnetb0"
+PAPER_SPACING_XYZ = (1.0, 1.0, 3.0)
+PAPER_PATCH_XYZ = (128, 128, 64)
+PAPER_WINDOW = (-160.0, 240.0)
+
+
+def effnet_architecture(strides, kernel_sizes, **overrides) -> dict:
+    """The plans ``architecture`` entry of our network: import path + plain JSON kwargs."""
+    kwargs = {"strides": [list(map(int, s)) for s in strides],
+              "kernel_sizes": [list(map(int, k)) for k in kernel_sizes],
+              "variant": "b0", "stem_features": 8, "decoder_convs": 1, "decoder_block": "conv",
+              "norm_op": "torch.nn.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+              "nonlin": "torch.nn.SiLU", "nonlin_kwargs": {"inplace": True},
+              "drop_path_rate": 0.2, "se_ratio": 0.25}
+    kwargs.update(overrides)
+    return {"network_class_name": EFFNET_CLASS, "arch_kwargs": kwargs, "_kw_requires_import": ["norm_op", "nonlin"]}
+
+
+def _planner_class():
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+
+    class EffNetB0Planner(ExperimentPlanner):
+        """nnU-Net's planner with the memory estimate of the EfficientNet-B0 U-Net."""
+
+        @staticmethod
+        def static_estimate_VRAM_usage(patch_size, input_channels, output_channels, arch_class_name, arch_kwargs,
+                                       arch_kwargs_req_import):
+            from nnunet_breast.networks.efficientnet import EfficientNetUNet3d
+
+            net = EfficientNetUNet3d(input_channels, output_channels, strides=arch_kwargs["strides"],
+                                     kernel_sizes=arch_kwargs["kernel_sizes"])
+            return net.compute_conv_feature_map_size(patch_size)
+
+    return EffNetB0Planner
+
+
+def preprocessed_folder(dataset_id: int) -> Path:
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    pre = os.environ.get("nnUNet_preprocessed")
+    if not pre:
+        raise ValueError("nnUNet_preprocessed is not set (see `nnunet-breast env`)")
+    return Path(pre) / maybe_convert_to_dataset_name(dataset_id)
+
+
+def plan_effnetb0(dataset_id: int, gpu_memory_gb: float = 8.0, plans_name: str = "nnUNetPlans") -> dict:
+    """Add ``3d_fullres_effnetb0`` to an existing plans file; returns the new configuration."""
+    folder = preprocessed_folder(dataset_id)
+    plans_file = folder / f"{plans_name}.json"
+    if not plans_file.is_file():
+        raise ValueError(f"{plans_file} not found: run `nnUNetv2_plan_and_preprocess -d {dataset_id}` "
+                         f"(or nnUNetv2_plan_experiment) first")
+    plans = json.loads(plans_file.read_text())
+    base = plans["configurations"].get("3d_fullres")
+    if base is None:
+        raise ValueError(f"{plans_file} has no 3d_fullres configuration to build on")
+    planner = _planner_class()(dataset_id, gpu_memory_target_in_gb=gpu_memory_gb, plans_name=plans_name)
+    median = np.array(base["median_image_size_in_voxels"], float)
+    n_cases = planner.dataset_json["numTraining"]
+    planned = planner.get_plans_for_configuration(base["spacing"], median, base["data_identifier"],
+                                                  float(np.prod(median) * n_cases), {})
+    strides = planned["architecture"]["arch_kwargs"]["strides"]
+    kernels = planned["architecture"]["arch_kwargs"]["kernel_sizes"]
+    config = {"inherits_from": "3d_fullres", "patch_size": [int(p) for p in planned["patch_size"]],
+              "batch_size": int(planned["batch_size"]), "architecture": effnet_architecture(strides, kernels)}
+    plans["configurations"][EFFNET_CONFIG] = config
+    _atomic_json(plans_file, plans)
+    return config
+
+
+def plan_paper(dataset_id: int, source_plans: str = "nnUNetPlans") -> dict:
+    """Write ``nnUNetPlans_effnetb0paper.json`` with the paper's spacing, patch and fixed HU window."""
+    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
+
+    folder = preprocessed_folder(dataset_id)
+    source = folder / f"{source_plans}.json"
+    if not source.is_file():
+        raise ValueError(f"{source} not found: run `nnUNetv2_plan_and_preprocess -d {dataset_id}` first")
+    plans = json.loads(source.read_text())
+    base = plans["configurations"]["3d_fullres"]
+    fwd = plans["transpose_forward"]
+    spacing = [PAPER_SPACING_XYZ[::-1][i] for i in fwd]          # zyx, then nnU-Net's axis order
+    patch = [PAPER_PATCH_XYZ[::-1][i] for i in fwd]
+    _, strides, kernels, patch_out, _ = get_pool_and_conv_props(spacing, patch, 4, 999999)
+    if list(patch_out) != patch:
+        raise AssertionError(f"paper patch {patch} is not divisible as nnU-Net needs: {patch_out}")
+    median_mm = np.array(base["median_image_size_in_voxels"]) * np.array(base["spacing"])
+    lo, hi = PAPER_WINDOW
+    config = copy.deepcopy(base)
+    config.update({"data_identifier": f"{PAPER_PLANS}_{PAPER_CONFIG}", "spacing": spacing, "patch_size": patch,
+                   "batch_size": 2, "normalization_schemes": ["CTNormalization"] * len(base["normalization_schemes"]),
+                   "median_image_size_in_voxels": [float(round(v)) for v in median_mm / np.array(spacing)],
+                   "architecture": effnet_architecture(strides, kernels)})
+    paper = copy.deepcopy(plans)
+    paper["plans_name"] = PAPER_PLANS
+    paper["configurations"] = {PAPER_CONFIG: config}
+    for props in paper["foreground_intensity_properties_per_channel"].values():
+        # CTNormalization: clip to [percentile_00_5, percentile_99_5], then (x - mean) / std -> [-1, 1]
+        props.update({"percentile_00_5": lo, "percentile_99_5": hi, "mean": (lo + hi) / 2, "std": (hi - lo) / 2})
+    _atomic_json(folder / f"{PAPER_PLANS}.json", paper)
+    return config
+
+
+def _atomic_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=4))
+    os.replace(tmp, path)

@@ -1,0 +1,100 @@
+"""EfficientNet-B0 U-Net as an nnU-Net citizen: planned, trained five-fold, chosen and applied by stock CLIs."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_breast import env, planning
+from nnunet_breast.regions import OverlapEncoding
+from nnunet_breast.synth.cohort import make_case
+
+TRAINER = "nnUNetTrainerEffNetB0Tiny_2epochs"
+
+
+@pytest.fixture(scope="module")
+def planned(breast_export, tmp_path_factory):
+    """Converted + stock-planned + `nnunet-breast plan`ned dataset 501 (module scope: one set of folders)."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("effnet")
+    dirs = {v: root / v for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for p in dirs.values():
+        p.mkdir()
+    environ = dict(os.environ, **{k: str(v) for k, v in dirs.items()}, nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1",
+                   nnUNet_compile="false")
+    environ = env.child_environ(**environ)
+    bindir = Path(sys.executable).parent
+
+    def run(*cmd):
+        r = subprocess.run([str(bindir / cmd[0]), *map(str, cmd[1:])], capture_output=True, text=True, env=environ)
+        assert r.returncode == 0, (cmd, r.stdout[-3000:], r.stderr[-3000:])
+        return r
+
+    run("nnunet-breast", "convert", "breast", "--input", breast_export, "--dataset-id", "501", "-np", "1")
+    run("nnUNetv2_plan_and_preprocess", "-d", "501", "-c", "3d_fullres", "-np", "1")
+    run("nnunet-breast", "plan", "-d", "501", "--gpu-memory-gb", "8")
+    return {"dirs": dirs, "run": run, "environ": environ}
+
+
+def test_plans_hold_our_configurations(planned):
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pre = planned["dirs"]["nnUNet_preprocessed"] / "Dataset501_BreastRT"
+    plans = PlansManager(json.loads((pre / "nnUNetPlans.json").read_text()))
+    cfg = plans.get_configuration(planning.EFFNET_CONFIG)
+    base = plans.get_configuration("3d_fullres")
+    assert cfg.network_arch_class_name == planning.EFFNET_CLASS
+    assert cfg.data_identifier == base.data_identifier and cfg.spacing == base.spacing   # reuses 3d_fullres data
+    strides = np.prod(np.array(cfg.network_arch_init_kwargs["strides"]), axis=0)
+    assert all(p % s == 0 for p, s in zip(cfg.patch_size, strides)) and cfg.batch_size >= 2
+    paper = PlansManager(json.loads((pre / f"{planning.PAPER_PLANS}.json").read_text()))
+    pcfg = paper.get_configuration(planning.PAPER_CONFIG)
+    assert list(pcfg.spacing) == [3.0, 1.0, 1.0] and list(pcfg.patch_size) == [64, 128, 128]
+    # anisotropic spacing: the first downsampling is in-plane only
+    assert pcfg.network_arch_init_kwargs["strides"][1] == [1, 2, 2]
+    # the fixed HU window through nnU-Net's own CTNormalization
+    from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization
+    norm = CTNormalization(use_mask_for_norm=False,
+                           intensityproperties=paper.foreground_intensity_properties_per_channel["0"])
+    out = norm.run(np.array([-1000.0, -160.0, 40.0, 240.0, 3000.0]))
+    np.testing.assert_allclose(out, [-1, -1, 0, 1, 1])
+
+
+def test_plan_refuses_without_stock_plans(run_cli, nnunet_dirs):
+    r = run_cli(["nnunet-breast", "plan", "-d", "777"])
+    assert r.returncode != 0
+
+
+def test_five_folds_find_best_and_predict(planned, tmp_path):
+    run = planned["run"]
+    for fold in range(5):
+        run("nnUNetv2_train", "501", planning.EFFNET_CONFIG, str(fold), "-tr", TRAINER, "-device", "cpu")
+    results = planned["dirs"]["nnUNet_results"] / "Dataset501_BreastRT"
+    model = results / f"{TRAINER}__nnUNetPlans__{planning.EFFNET_CONFIG}"
+    assert all((model / f"fold_{f}" / "checkpoint_final.pth").is_file() for f in range(5))
+    run("nnUNetv2_find_best_configuration", "501", "-c", planning.EFFNET_CONFIG, "-tr", TRAINER,
+        "--disable_ensembling", "-np", "1")
+    instructions = (results / "inference_instructions.txt").read_text()
+    assert planning.EFFNET_CONFIG in instructions and TRAINER in instructions
+
+    # predict a new synthetic case with the five-fold ensemble; probabilities keep overlapping structures
+    case = make_case("breast", 9, seed=0)
+    img = sitk.GetImageFromArray(case.hu)
+    img.SetSpacing(case.grid.spacing)
+    img.SetOrigin(case.grid.origin)
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    sitk.WriteImage(img, str(inp / "new_0000.nii.gz"))
+    run("nnUNetv2_predict", "-i", inp, "-o", out, "-d", "501", "-c", planning.EFFNET_CONFIG, "-tr", TRAINER,
+        "-f", "0", "1", "2", "3", "4", "--save_probabilities", "-device", "cpu", "-npp", "1", "-nps", "1")
+    raw = planned["dirs"]["nnUNet_raw"] / "Dataset501_BreastRT"
+    enc = OverlapEncoding.from_json(json.loads((raw / "dataset.json").read_text())["nnunet_breast"]["encoding"])
+    probs = np.load(out / "new.npz")["probabilities"]
+    masks = enc.decode_regions(probs)
+    assert set(masks) == set(enc.structures) and len(masks) == 20
+    assert masks["Heart"].shape == case.hu.shape
+    assert (out / "new.nii.gz").is_file()

@@ -1,0 +1,68 @@
+"""nnunet-breast evaluate on converted data with predictions made by perturbing the ground truth."""
+import csv
+import json
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunet_breast.regions import OverlapEncoding
+
+
+def _encoding(dataset_dir):
+    info = json.loads((dataset_dir / "dataset.json").read_text())["nnunet_breast"]
+    return OverlapEncoding.from_json(info["encoding"])
+
+
+def test_evaluate_label_maps_and_probabilities(breast_dataset, tmp_path, run_cli, monkeypatch):
+    ds = breast_dataset.dataset_dir
+    monkeypatch.setenv("nnUNet_raw", str(ds.parent))
+    enc = _encoding(ds)
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    cases = sorted(p.name[:-7] for p in (ds / "labelsTr").glob("*.nii.gz"))
+    for i, cid in enumerate(cases):
+        ref = sitk.ReadImage(str(ds / "labelsTr" / f"{cid}.nii.gz"))
+        masks = enc.decode(sitk.GetArrayFromImage(ref))
+        masks["Heart"] = np.roll(masks["Heart"], 2, axis=2)           # heart shifted 2 voxels along x
+        if i == 0:   # probabilities (overlaps kept) for the first case, label map for the others
+            probs = np.stack([masks[s].astype(np.float32) for s in enc.structures])
+            np.savez_compressed(pred_dir / f"{cid}.npz", probabilities=probs)
+        else:        # what nnU-Net exports for region training: regions written in order, later ones win
+            seg = np.zeros(next(iter(masks.values())).shape, np.uint8)
+            for name, label in zip(enc.structures, enc.regions_class_order()):
+                seg[masks[name]] = label
+            img = sitk.GetImageFromArray(seg)
+            img.CopyInformation(ref)
+            sitk.WriteImage(img, str(pred_dir / f"{cid}.nii.gz"))
+    out = tmp_path / "eval"
+    r = run_cli(["nnunet-breast", "evaluate", "--ref", ds / "labelsTr", "--pred", pred_dir, "-d", "501", "-o", out,
+                 "-np", "1"])
+    assert r.returncode == 0, r.stderr
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(cases) * 20
+    heart = [r for r in rows if r["structure"] == "Heart"]
+    spacing_x = [sitk.ReadImage(str(ds / "labelsTr" / f"{c}.nii.gz")).GetSpacing()[0] for c in cases]
+    for row, sx in zip(sorted(heart, key=lambda r: r["case_id"]), spacing_x):
+        assert 0.8 < float(row["dsc"]) < 1.0
+        assert abs(float(row["hd"]) - 2 * sx) < 1e-6       # a pure shift: HD is the shift in mm
+    first = cases[0]
+    for row in rows:
+        if row["structure"] == "Heart":
+            continue
+        if row["case_id"] == first or row["structure"] not in ("CTVn_L4_L", "CTVn_L4_R"):
+            assert float(row["dsc"]) == 1.0 and float(row["hd95"]) == 0.0, row
+        else:   # the label map lost the L4 voxels inside SCL; the probabilities (first case) kept them
+            assert float(row["dsc"]) < 0.9, row
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_cases"] == len(cases) and set(summary["per_structure"]) == set(enc.structures)
+    assert summary["per_structure"]["Lung_L"]["dsc_mean"] == 1.0
+    assert summary["per_structure"]["Heart"]["n"] == len(cases)
+
+
+def test_evaluate_reports_missing_dataset(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path))
+    (tmp_path / "a").mkdir()
+    r = run_cli(["nnunet-breast", "evaluate", "--ref", tmp_path / "a", "--pred", tmp_path / "a", "-d", "777",
+                 "-o", tmp_path / "o"])
+    assert r.returncode == 2 and "no dataset 777" in r.stderr
