@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from nnunet_breast import catalog
 from nnunet_breast.body import body_mask
+from nnunet_breast.files import atomic_write_csv, atomic_write_text
 from nnunet_breast.dataset_conversion.cases import CaseError, SourceCase, load_case, nifti_sources, treated_side
 from nnunet_breast.regions import OverlapEncoding, build_encoding, merge_encodings
 
@@ -189,7 +190,7 @@ def convert(opts: ConvertOptions, progress: bool = True) -> Report:
             rows[cid] = _apply_overrides(r["meta"], opts.metadata)
             report.cases[cid].update(status="converted")
         _write_dataset_json(target, opts.cohort, encoding, len(rows))
-        _write_table(target / "cohort.csv", [rows[c] for c in sorted(rows)])
+        atomic_write_csv(target / "cohort.csv", COHORT_COLUMNS, [rows[c] for c in sorted(rows)])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _write_report(report, results, opts.cohort)
@@ -278,12 +279,6 @@ def _apply_overrides(meta: dict, overrides: dict[str, dict[str, str]]) -> dict:
     return meta
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_dataset_json(target: Path, cohort: str, encoding: OverlapEncoding, n: int) -> None:
     ds = {"channel_names": {"0": "CT"}, "labels": encoding.dataset_json_labels(), "numTraining": n,
           "file_ending": ".nii.gz", "name": target.name.split("_", 1)[1],
@@ -291,16 +286,7 @@ def _write_dataset_json(target: Path, cohort: str, encoding: OverlapEncoding, n:
           "nnunet_breast": {"cohort": cohort, "encoding": encoding.to_json()}}
     if any(len(c) > 1 for c in encoding.combos):
         ds["regions_class_order"] = encoding.regions_class_order()
-    _atomic_write(target / "dataset.json", json.dumps(ds, indent=2))
-
-
-def _write_table(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, COHORT_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    atomic_write_text(target / "dataset.json", json.dumps(ds, indent=2))
 
 
 def _write_report(report: Report, results: dict, cohort: str) -> None:
@@ -315,7 +301,7 @@ def _write_report(report: Report, results: dict, cohort: str) -> None:
         "unused_rtstructs": report.unused_rtstructs, "ct_without_rtstruct": report.ct_without_rtstruct,
         "decisions": report.decisions, "skipped_files": report.skipped_files, "cases": report.cases,
     }
-    _atomic_write(report.dataset_dir / "conversion_report.json", json.dumps(summary, indent=2, default=str))
+    atomic_write_text(report.dataset_dir / "conversion_report.json", json.dumps(summary, indent=2, default=str))
     lines = [f"# Conversion report: {report.dataset_dir.name}", "",
              f"converted {len(report.converted)}, failed {len(report.failed)}, "
              f"skipped {len(summary['skipped'])}", "", "## Decisions", ""]
@@ -329,4 +315,4 @@ def _write_report(report: Report, results: dict, cohort: str) -> None:
         lines.append(f"- {cid}: {r['status']} ({detail})")
     if report.skipped_files:
         lines += ["", "## Files not used", ""] + [f"- {p}: {why}" for p, why in report.skipped_files]
-    _atomic_write(report.dataset_dir / "conversion_report.md", "\n".join(lines) + "\n")
+    atomic_write_text(report.dataset_dir / "conversion_report.md", "\n".join(lines) + "\n")

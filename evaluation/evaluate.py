@@ -7,10 +7,8 @@ the regions in order, so a voxel in two structures keeps the later one; decoded 
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -21,6 +19,7 @@ from tqdm import tqdm
 
 from nnunet_breast.evaluation.clip_detection import detect_clips
 from nnunet_breast.evaluation.metrics import StructureMetrics, evaluate_case, summarize
+from nnunet_breast.files import atomic_write_csv, atomic_write_text
 from nnunet_breast.regions import OverlapEncoding
 
 METRIC_COLUMNS = ["case_id", "structure", "dsc", "hd95", "hd", "assd", "asd_ref_to_pred", "asd_pred_to_ref",
@@ -84,18 +83,16 @@ def evaluate_folder(ref_dir: Path, pred_dir: Path, dataset_json: Path, out_dir: 
     rows = [r for case_rows, _ in outputs for r in case_rows]
     clips = [c for _, c in outputs if c is not None]
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_csv(out_dir / "metrics.csv", METRIC_COLUMNS, rows)
+    atomic_write_csv(out_dir / "metrics.csv", METRIC_COLUMNS, rows)
     summary = {"reference": str(ref_dir), "prediction": str(pred_dir), "n_cases": len(cases),
                "surface_dice_tolerance_mm": tolerance_mm,
                "per_structure": {s: summarize(_as_metrics([r for r in rows if r["structure"] == s]))
                                  for s in encoding.structures}}
     summary["mean_dsc"] = float(np.nanmean([v["dsc_mean"] for v in summary["per_structure"].values()]))
     if clips:
-        _write_csv(out_dir / "clip_detection.csv", CLIP_COLUMNS, clips)
+        atomic_write_csv(out_dir / "clip_detection.csv", CLIP_COLUMNS, clips)
         summary["clips"] = {k: int(sum(c[k] for c in clips)) for k in ("clips_true", "clips_missed", "clips_false")}
-    tmp = out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=_json_nan))
-    os.replace(tmp, out_dir / "summary.json")
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=_json_nan))
     return summary
 
 
@@ -110,12 +107,3 @@ def _as_metrics(rows: list[dict]) -> list[StructureMetrics]:
 
 def _json_nan(v):
     return None if isinstance(v, float) and math.isnan(v) else str(v)
-
-
-def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, columns, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)

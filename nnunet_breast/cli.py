@@ -18,6 +18,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "report": "report",
     "compare": "compare",
+    "dvh": "dvh",
 }
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_breast.files import atomic_write_text
+
 EFFNET_CLASS = "nnunet_breast.networks.efficientnet.EfficientNetUNet3d"
 PAPER_PLANS = "nnUNetPlans_effnetb0paper"
 PAPER_CONFIG = "3d_effnetb0_paper"
@@ -128,6 +130,4 @@ def plan_paper(dataset_id: int, source_plans: str = "nnUNetPlans") -> dict:
 
 
 def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=4))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=4))

@@ -15,7 +15,7 @@ from nnunet_breast.dataset_conversion.dataset import ConversionError, ConvertOpt
 from nnunet_breast.dataset_conversion.rasterise import ContourError, rasterise_roi
 from nnunet_breast.dicom.rtstruct import RoiContours, read_rtstruct
 from nnunet_breast.regions import OverlapEncoding
-from nnunet_breast.synth.cohort import make_case, write_cohort
+from nnunet_breast.synth.cohort import make_case
 from nnunet_breast.synth.export import patient_id
 
 

@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 
 from nnunet_breast.dataset_conversion.discovery import Discovery, discover
 
-PATIENTS = ["SYN-BR-000", "SYN-BR-001", "SYN-BR-002"]
+PATIENTS = [f"SYN-BR-{i:03d}" for i in range(5)]   # the session fixture breast_export
 
 
 def digest(folder: Path) -> dict[str, str]:

@@ -98,3 +98,31 @@ def test_five_folds_find_best_and_predict(planned, tmp_path):
     assert set(masks) == set(enc.structures) and len(masks) == 20
     assert masks["Heart"].shape == case.hu.shape
     assert (out / "new.nii.gz").is_file()
+
+
+def test_paper_preset_preprocesses_and_trains_with_the_paper_recipe(planned):
+    run = planned["run"]
+    run("nnUNetv2_preprocess", "-d", "501", "-plans_name", planning.PAPER_PLANS, "-c", planning.PAPER_CONFIG,
+        "-np", "1")
+    run("nnUNetv2_train", "501", planning.PAPER_CONFIG, "0", "-p", planning.PAPER_PLANS,
+        "-tr", "nnUNetTrainerEffNetB0PaperTiny_2epochs", "-device", "cpu")
+    fold = planned["dirs"]["nnUNet_results"] / "Dataset501_BreastRT" / \
+        f"nnUNetTrainerEffNetB0PaperTiny_2epochs__{planning.PAPER_PLANS}__{planning.PAPER_CONFIG}" / "fold_0"
+    assert (fold / "checkpoint_final.pth").is_file()
+    debug = json.loads((fold / "debug.json").read_text())
+    assert "RMSprop" in debug["optimizer"] and "0.0005" in debug["optimizer"] and "0.0001" in debug["optimizer"]
+
+
+def test_paper_trainer_keeps_only_spatial_augmentation():
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_breast.trainers import nnUNetTrainerEffNetB0Paper
+
+    args = dict(patch_size=(32, 64, 64), rotation_for_DA=(-0.5, 0.5), deep_supervision_scales=None,
+                mirror_axes=(0, 1, 2), do_dummy_2d_data_aug=False)
+    names = lambda p: [type(getattr(t, "transform", t)).__name__ for t in p.transforms]  # noqa: E731
+    stock, paper = names(nnUNetTrainer.get_training_transforms(**args)), \
+        names(nnUNetTrainerEffNetB0Paper.get_training_transforms(**args))
+    assert "GaussianNoiseTransform" in stock and "GammaTransform" in stock
+    assert not set(paper) & set(nnUNetTrainerEffNetB0Paper.INTENSITY_TRANSFORMS)
+    assert "SpatialTransform" in paper and "MirrorTransform" in paper

@@ -66,3 +66,64 @@ def test_evaluate_reports_missing_dataset(tmp_path, run_cli, monkeypatch):
     r = run_cli(["nnunet-breast", "evaluate", "--ref", tmp_path / "a", "--pred", tmp_path / "a", "-d", "777",
                  "-o", tmp_path / "o"])
     assert r.returncode == 2 and "no dataset 777" in r.stderr
+
+
+def _write_predictions(ds, enc, folder, shift_heart: int):
+    """Label maps as nnU-Net exports them for region training, with the heart shifted by ``shift_heart``."""
+    folder.mkdir(parents=True)
+    for ref_file in sorted((ds / "labelsTr").glob("*.nii.gz")):
+        ref = sitk.ReadImage(str(ref_file))
+        masks = enc.decode(sitk.GetArrayFromImage(ref))
+        masks["Heart"] = np.roll(masks["Heart"], shift_heart, axis=2)
+        seg = np.zeros(masks["Heart"].shape, np.uint8)
+        for name, label in zip(enc.structures, enc.regions_class_order()):
+            seg[masks[name]] = label
+        img = sitk.GetImageFromArray(seg)
+        img.CopyInformation(ref)
+        sitk.WriteImage(img, str(folder / ref_file.name))
+
+
+def test_report_tables_and_plots(breast_dataset, tmp_path, run_cli, monkeypatch):
+    ds = breast_dataset.dataset_dir
+    monkeypatch.setenv("nnUNet_raw", str(ds.parent))
+    _write_predictions(ds, _encoding(ds), tmp_path / "pred", 1)
+    assert run_cli(["nnunet-breast", "evaluate", "--ref", ds / "labelsTr", "--pred", tmp_path / "pred", "-d", "501",
+                    "-o", tmp_path / "eval", "-np", "1"]).returncode == 0
+    r = run_cli(["nnunet-breast", "report", "--metrics", tmp_path / "eval" / "metrics.csv", "-d", "501",
+                 "--by", "contrast,site", "-o", tmp_path / "report"])
+    assert r.returncode == 0, r.stderr
+    table = (tmp_path / "report" / "table.md").read_text()
+    header = table.splitlines()[0]
+    assert "all DSC" in header and "contrast=0 DSC" in header and "contrast=1 DSC" in header and "site=" in header
+    heart = next(line for line in table.splitlines() if line.startswith("| Heart |"))
+    assert "(5)" in heart and "1.000 ± 0.000" not in heart.split("|")[2]
+    for png in ("boxplot_dsc.png", "boxplot_hd95.png"):
+        assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = run_cli(["nnunet-breast", "report", "--metrics", tmp_path / "eval" / "metrics.csv", "-d", "501",
+                   "--by", "scanner", "-o", tmp_path / "r2"])
+    assert bad.returncode == 2 and "no column 'scanner'" in bad.stderr
+
+
+def test_compare_two_models_on_out_of_fold_predictions(breast_dataset, tmp_path, run_cli, monkeypatch):
+    ds = breast_dataset.dataset_dir
+    enc = _encoding(ds)
+    results = tmp_path / "results"
+    monkeypatch.setenv("nnUNet_raw", str(ds.parent))
+    monkeypatch.setenv("nnUNet_results", str(results))
+    a, b = "TrainerA__nnUNetPlans__3d_fullres", "TrainerB__nnUNetPlans__3d_fullres"
+    _write_predictions(ds, enc, results / ds.name / a / "fold_0" / "validation", 2)   # worse heart
+    _write_predictions(ds, enc, results / ds.name / b / "fold_0" / "validation", 0)   # exact
+    r = run_cli(["nnunet-breast", "compare", "-d", "501", "--a", a, "--b", b, "-o", tmp_path / "cmp"])
+    assert r.returncode == 0, r.stderr
+    import csv as _csv
+    with open(tmp_path / "cmp" / "comparison.csv", newline="") as f:
+        rows = {(row["structure"], row["metric"]): row for row in _csv.DictReader(f)}
+    heart = rows[("Heart", "dsc")]
+    assert int(heart["b_wins"]) == 5 and int(heart["b_losses"]) == 0 and float(heart["mean_diff_b_minus_a"]) > 0
+    assert float(heart["wilcoxon_p"]) < 0.1
+    assert int(rows[("Heart", "hd95")]["b_wins"]) == 5                  # lower HD95 is a win
+    lung = rows[("Lung_L", "dsc")]
+    assert int(lung["ties"]) == 5 and lung["wilcoxon_p"] == "nan"
+    assert (tmp_path / "cmp" / "comparison.png").is_file() and (tmp_path / "cmp" / "comparison.md").is_file()
+    missing = run_cli(["nnunet-breast", "compare", "-d", "501", "--a", a, "--b", "NoSuchModel", "-o", tmp_path / "c2"])
+    assert missing.returncode == 2

@@ -292,3 +292,17 @@ def test_odd_input_size_is_padded_back():
         out = net(torch.randn(1, 1, 13, 14, 15))
     assert out.shape == (1, 2, 13, 14, 15)
     assert math.isfinite(out.sum().item())
+
+
+def test_separable_decoder_option_keeps_shapes_and_cuts_parameters():
+    strides = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]
+    kernels = [[1, 3, 3]] + [[3, 3, 3]] * 3
+    conv = EfficientNetUNet3d(1, 4, strides, kernels, width_multiplier=0.25, decoder_block="conv").eval()
+    sep = EfficientNetUNet3d(1, 4, strides, kernels, width_multiplier=0.25, decoder_block="separable").eval()
+    x = torch.randn(1, 1, 8, 32, 32)
+    with torch.no_grad():
+        assert conv(x).shape == sep(x).shape == (1, 4, 8, 32, 32)
+    n = lambda m: sum(p.numel() for p in m.decoder.parameters())  # noqa: E731
+    assert n(sep) < n(conv)
+    with pytest.raises(ValueError, match="decoder_block"):
+        EfficientNetUNet3d(1, 4, strides, kernels, decoder_block="dense")

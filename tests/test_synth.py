@@ -202,7 +202,7 @@ def test_cli_synth_and_errors(tmp_path, run_cli):
     assert bad.returncode != 0 and "error" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("cmd", [[], ["env"], ["synth"]])
+@pytest.mark.parametrize("cmd", [[], ["env"], ["synth"], ["convert"], ["splits"], ["plan"], ["evaluate"], ["report"], ["compare"], ["dvh"]])
 def test_help_for_every_command(cmd, run_cli):
     r = run_cli(["nnunet-breast", *cmd, "--help"])
     assert r.returncode == 0 and "usage: nnunet-breast" in r.stdout

@@ -101,7 +101,6 @@ def build_anatomy(grid: Grid, rng: np.random.Generator):
         body |= _ellipsoid(u, v, w, breast_c[s], tuple(1.12 * a for a in breast_semi))
     core = (u / 0.86) ** 2 + (v / 0.52) ** 2 <= 1.0   # rib cage and chest-wall muscles
 
-    t: dict[str, np.ndarray] = {"body": body}
     lung_semi = (0.30 + j(), 0.40 + j(), 0.34)
     lung_c = {s: (sg * 0.42, 0.02, 0.46) for s, sg in (("L", 1), ("R", -1))}
     heart = _ellipsoid(u, v, w, (0.10 + j(), -0.08 + j(), 0.30 + j()), (0.28 + j(), 0.26 + j(), 0.16))
