@@ -14,6 +14,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_breast.networks.res_se_unet import NETWORK_CLASS_NAME, ResSEUNet3d
 from nnunet_breast.trainers import clips
+from nnunet_breast.trainers.augmentation import transform_name
 from nnunet_breast.trainers.clips import (AIR_HU, ClipChannelMismatchError, CTIntensityScalingTransform,
                                           HUPaddedSpatialTransform, LinearWarmupCosineLRScheduler,
                                           RAW_HU_UNSAFE_TRANSFORMS, clip_arch_kwargs)
@@ -168,7 +169,7 @@ def test_class_names_do_not_clash_with_nnunet():
 # augmentation
 # ---------------------------------------------------------------------------------------------------------------------
 def _names(pipeline):
-    return [clips._unwrapped_name(t) for t in pipeline.transforms]
+    return [transform_name(t) for t in pipeline.transforms]
 
 
 def _training_pipeline(trainer_cls=clips.nnUNetTrainerClipLocation, dummy_2d=False):
@@ -187,7 +188,7 @@ def test_training_pipeline_is_raw_hu_safe(dummy_2d):
     assert not set(names) & set(RAW_HU_UNSAFE_TRANSFORMS), names
     assert "HUPaddedSpatialTransform" in names and "MirrorTransform" in names
     assert "CTIntensityScalingTransform" in names
-    scaling = [t for t in pipeline.transforms if clips._unwrapped_name(t) == "CTIntensityScalingTransform"][0]
+    scaling = [t for t in pipeline.transforms if transform_name(t) == "CTIntensityScalingTransform"][0]
     assert isinstance(scaling, RandomTransform) and scaling.apply_probability == pytest.approx(0.15)
     assert tuple(scaling.transform.scale_range) == (0.9, 1.1) and scaling.transform.channels == (0,)
     # order: spatial, (intensity), mirror

@@ -55,6 +55,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from nnunet_breast.networks.res_se_unet import ARCH_KWARGS_REQ_IMPORT, NETWORK_CLASS_NAME
+from nnunet_breast.trainers.augmentation import INTENSITY_TRANSFORMS, transform_name
 from nnunet_breast.trainers.tiny import TinyCPUSchedule
 
 __all__ = ["ClipTrainerBase", "ClipChannelMismatchError", "CTIntensityScalingTransform", "HUPaddedSpatialTransform",
@@ -68,8 +69,7 @@ __all__ = ["ClipTrainerBase", "ClipChannelMismatchError", "CTIntensityScalingTra
 AIR_HU = -1000.0
 
 #: nnU-Net intensity augmentations that must not touch raw HU (class names, looked up through RandomTransform)
-RAW_HU_UNSAFE_TRANSFORMS = ("GaussianNoiseTransform", "GaussianBlurTransform", "MultiplicativeBrightnessTransform",
-                            "ContrastTransform", "SimulateLowResolutionTransform", "GammaTransform")
+RAW_HU_UNSAFE_TRANSFORMS = INTENSITY_TRANSFORMS
 
 
 class ClipChannelMismatchError(ValueError):
@@ -207,19 +207,13 @@ class HUPaddedSpatialTransform(SpatialTransform):
         return super()._apply_to_image(img - shift, **params) + shift
 
 
-def _unwrapped_name(transform) -> str:
-    """Class name of a transform, looking through batchgeneratorsv2's RandomTransform wrapper."""
-    inner = getattr(transform, "transform", None)
-    return type(inner if inner is not None else transform).__name__
-
-
 def raw_hu_training_pipeline(pipeline, scaling_probability: float = 0.15, scale_range=(0.9, 1.1),
                              image_padding_values: Sequence[float] | None = (AIR_HU,)):
     """Edit nnU-Net's training ``ComposeTransforms`` in place for raw HU (see the module docstring); returns it."""
     transforms = []
     scaling_added = False
     for t in pipeline.transforms:
-        name = _unwrapped_name(t)
+        name = transform_name(t)
         if name in RAW_HU_UNSAFE_TRANSFORMS:
             if not scaling_added:   # where nnU-Net's intensity block was: after the spatial transform
                 transforms.append(RandomTransform(CTIntensityScalingTransform(scale_range, channels=(0,)),

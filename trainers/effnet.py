@@ -14,6 +14,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from nnunet_breast.planning import EFFNET_CLASS, effnet_architecture
+from nnunet_breast.trainers.augmentation import INTENSITY_TRANSFORMS, transform_name
 from nnunet_breast.trainers.tiny import TinyCPUSchedule
 
 
@@ -50,8 +51,7 @@ class nnUNetTrainerEffNetB0Paper(nnUNetTrainerEffNetB0):
     only spatial ones.
     """
 
-    INTENSITY_TRANSFORMS = ("GaussianNoiseTransform", "GaussianBlurTransform", "MultiplicativeBrightnessTransform",
-                            "ContrastTransform", "SimulateLowResolutionTransform", "GammaTransform")
+    INTENSITY_TRANSFORMS = INTENSITY_TRANSFORMS
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -69,14 +69,8 @@ class nnUNetTrainerEffNetB0Paper(nnUNetTrainerEffNetB0):
     def get_training_transforms(*args, **kwargs):
         pipeline = nnUNetTrainer.get_training_transforms(*args, **kwargs)
         pipeline.transforms = [t for t in pipeline.transforms
-                               if _unwrapped_name(t) not in nnUNetTrainerEffNetB0Paper.INTENSITY_TRANSFORMS]
+                               if transform_name(t) not in INTENSITY_TRANSFORMS]
         return pipeline
-
-
-def _unwrapped_name(transform) -> str:
-    """Class name of a transform, looking through batchgeneratorsv2's RandomTransform wrapper."""
-    inner = getattr(transform, "transform", None)
-    return type(inner if inner is not None else transform).__name__
 
 
 class nnUNetTrainerEffNetB0_5epochs(nnUNetTrainerEffNetB0):
