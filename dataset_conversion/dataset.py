@@ -280,7 +280,9 @@ def _apply_overrides(meta: dict, overrides: dict[str, dict[str, str]]) -> dict:
 
 
 def _write_dataset_json(target: Path, cohort: str, encoding: OverlapEncoding, n: int) -> None:
-    ds = {"channel_names": {"0": "CT"}, "labels": encoding.dataset_json_labels(), "numTraining": n,
+    # clips: raw HU ('noNorm') so the clip networks' input layer can threshold HU >= 300 (trainers/clips.py)
+    channel = "noNorm" if cohort == "clips" else "CT"
+    ds = {"channel_names": {"0": channel}, "labels": encoding.dataset_json_labels(), "numTraining": n,
           "file_ending": ".nii.gz", "name": target.name.split("_", 1)[1],
           "description": f"nnunet_breast {cohort} cohort converted from DICOM-RT",
           "nnunet_breast": {"cohort": cohort, "encoding": encoding.to_json()}}

@@ -19,6 +19,8 @@ COMMANDS = {
     "report": "report",
     "compare": "compare",
     "dvh": "dvh",
+    "cascade": "cascade",
+    "predict-clips": "predict_clips",
 }
 
 

@@ -46,3 +46,34 @@ def child_environ(**overrides: str) -> dict[str, str]:
     env.update(overrides)
     env["nnUNet_extTrainer"] = extended_ext_trainer(env.get("nnUNet_extTrainer", ""))
     return env
+
+
+def nnunet_folder(var: str) -> Path:
+    """One of nnU-Net's three folders, read now (nnunetv2.paths reads them once, at import)."""
+    value = os.environ.get(var, "")
+    if not value:
+        raise ValueError(f"{var} is not set (see `nnunet-breast env`)")
+    return Path(value)
+
+
+def dataset_dir(var: str, dataset_id: int) -> Path:
+    """``$var/DatasetXXX_Name`` of an existing dataset; ValueError naming what is there otherwise."""
+    root = nnunet_folder(var)
+    found = sorted(root.glob(f"Dataset{int(dataset_id):03d}_*")) if root.is_dir() else []
+    if len(found) != 1:
+        what = "none" if not found else ", ".join(p.name for p in found)
+        raise ValueError(f"dataset {dataset_id} in {var}={root}: expected one Dataset{int(dataset_id):03d}_* folder, "
+                         f"found {what}")
+    return found[0]
+
+
+def model_dir(dataset_id: int, trainer: str, plans: str, configuration: str) -> Path:
+    """nnU-Net's results folder of one trained model (``<trainer>__<plans>__<configuration>``)."""
+    hint = f"train it with `nnUNetv2_train {dataset_id} {configuration} FOLD -tr {trainer} -p {plans}`"
+    try:
+        folder = dataset_dir("nnUNet_results", dataset_id) / f"{trainer}__{plans}__{configuration}"
+    except ValueError as e:
+        raise ValueError(f"no trained model for dataset {dataset_id} ({e}); {hint}") from None
+    if not folder.is_dir():
+        raise ValueError(f"no trained model at {folder}: {hint}")
+    return folder

@@ -131,3 +131,74 @@ def plan_paper(dataset_id: int, source_plans: str = "nnUNetPlans") -> dict:
 
 def _atomic_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=4))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# clip cascade configurations (Res-SE-U-Net, fixed isotropic spacings)
+# ---------------------------------------------------------------------------------------------------------------------
+CLIP_LOCATION_CONFIG = "3d_clip_location"
+CLIP_FULLRES_CONFIG = "3d_clip_fullres"
+CLIP_SEGMENTATION_CONFIG = "3d_clip_segmentation"
+CLIP_LOCATION_SPACING_MM = 4.0     # stage 1 only has to find the clip region: coarse and cheap
+CLIP_SPACING_MM = 2.0              # the paper's 2 x 2 x 2 mm, stage 2 and the single-stage baseline
+CLIP_PATCH = 96                    # the paper's 96^3
+
+
+def clip_configuration(base: dict, spacing_mm: float, name: str, patch: int = CLIP_PATCH,
+                       plans_name: str = "nnUNetPlans") -> dict:
+    """A Res-SE-U-Net configuration at an isotropic spacing, built on a stock 3d_fullres configuration.
+
+    The patch is the paper's 96^3, shrunk to the median image size at that spacing (nnU-Net pads smaller
+    images) and made divisible by nnU-Net's own topology rule; the architecture follows the patch.
+    """
+    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
+
+    from nnunet_breast.trainers.clips import clip_arch_kwargs
+
+    spacing = [float(spacing_mm)] * 3
+    median_mm = np.array(base["median_image_size_in_voxels"]) * np.array(base["spacing"])
+    median = np.maximum(np.round(median_mm / spacing_mm), 1)
+    patch0 = [int(min(patch, m)) for m in median]
+    _, strides, kernels, patch_out, _ = get_pool_and_conv_props(spacing, patch0, 4, 999999)
+    strides, kernels = strides[:6], kernels[:6]     # the paper's depth at most: 6 stages, 5 skips
+    config = copy.deepcopy(base)
+    config.update({"data_identifier": f"{plans_name}_{name}", "spacing": spacing,
+                   "patch_size": [int(p) for p in patch_out], "batch_size": 2,
+                   "median_image_size_in_voxels": [float(v) for v in median],
+                   "architecture": {"network_class_name": "nnunet_breast.networks.res_se_unet.ResSEUNet3d",
+                                    "arch_kwargs": clip_arch_kwargs(strides, kernels),
+                                    "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}})
+    config.pop("inherits_from", None)
+    return config
+
+
+def plan_clips(dataset_id: int, plans_name: str = "nnUNetPlans", location_spacing_mm: float = CLIP_LOCATION_SPACING_MM,
+               spacing_mm: float = CLIP_SPACING_MM, patch: int = CLIP_PATCH) -> dict[str, dict]:
+    """Add the clip configurations to a clip dataset's plans.
+
+    A whole-CT clip dataset (stage 1) gets ``3d_clip_location`` (coarse) and ``3d_clip_fullres`` (the
+    single-stage baseline at the fine spacing); a stage-2 dataset written by ``cascade prepare`` (its
+    dataset.json says ``"stage": 2``) gets ``3d_clip_segmentation`` at the fine spacing.
+    """
+    folder = preprocessed_folder(dataset_id)
+    plans_file = folder / f"{plans_name}.json"
+    if not plans_file.is_file():
+        raise ValueError(f"{plans_file} not found: run `nnUNetv2_plan_and_preprocess -d {dataset_id} --no_pp` first")
+    plans = json.loads(plans_file.read_text())
+    base = plans["configurations"].get("3d_fullres")
+    if base is None:
+        raise ValueError(f"{plans_file} has no 3d_fullres configuration to build on")
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    channels = list(dataset_json.get("channel_names", {}).values())
+    if not channels or channels[0] != "noNorm":
+        raise ValueError(f"dataset {dataset_id}: the CT channel is {channels[:1]}, not 'noNorm'; the clip networks "
+                         "need raw HU (convert it with `nnunet-breast convert clips`)")
+    stage = int(dataset_json.get("nnunet_breast", {}).get("stage", 1))
+    if stage == 2:
+        wanted = {CLIP_SEGMENTATION_CONFIG: spacing_mm}
+    else:
+        wanted = {CLIP_LOCATION_CONFIG: location_spacing_mm, CLIP_FULLRES_CONFIG: spacing_mm}
+    out = {name: clip_configuration(base, s, name, patch, plans_name) for name, s in wanted.items()}
+    plans["configurations"].update(out)
+    _atomic_json(plans_file, plans)
+    return out

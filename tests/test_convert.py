@@ -126,6 +126,7 @@ def test_clip_dataset_with_body_mask(clips_export, tmp_path):
     ds = report.dataset_dir
     info = json.loads((ds / "dataset.json").read_text())
     assert info["labels"] == {"background": 0, "Clips": 1} and "regions_class_order" not in info
+    assert info["channel_names"] == {"0": "noNorm"}      # raw HU for the clip networks' input layer
     table = rows(ds)
     for i in range(3):
         case = make_case("clips", i, seed=0)

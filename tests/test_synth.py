@@ -8,6 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_breast import catalog
+from nnunet_breast.cli import COMMANDS
 from nnunet_breast.contours import polygons_to_mask
 from nnunet_breast.synth.cohort import make_case, write_cohort
 from nnunet_breast.synth.export import patient_id
@@ -202,7 +203,7 @@ def test_cli_synth_and_errors(tmp_path, run_cli):
     assert bad.returncode != 0 and "error" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("cmd", [[], ["env"], ["synth"], ["convert"], ["splits"], ["plan"], ["evaluate"], ["report"], ["compare"], ["dvh"]])
+@pytest.mark.parametrize("cmd", [[]] + [[c] for c in COMMANDS] + [["cascade", "prepare"]])
 def test_help_for_every_command(cmd, run_cli):
     r = run_cli(["nnunet-breast", *cmd, "--help"])
     assert r.returncode == 0 and "usage: nnunet-breast" in r.stdout

@@ -13,7 +13,9 @@ from nnunet_breast.trainers.clips import (nnUNetTrainerClipLocation, nnUNetTrain
                                           nnUNetTrainerClipLocationNoBinary, nnUNetTrainerClipLocationTiny_2epochs,
                                           nnUNetTrainerClipSegmentation, nnUNetTrainerClipSegmentation_5epochs,
                                           nnUNetTrainerClipSegmentationNoMap,
-                                          nnUNetTrainerClipSegmentationTiny_2epochs)
+                                          nnUNetTrainerClipSegmentationTiny_2epochs, nnUNetTrainerClipSingleStage,
+                                          nnUNetTrainerClipSingleStageTiny_2epochs, nnUNetTrainerClipLocationShortCPU,
+                                          nnUNetTrainerClipSegmentationShortCPU, nnUNetTrainerClipSingleStageShortCPU)
 from nnunet_breast.trainers.tiny import nnUNetTrainerTiny_2epochs
 
 __all__ = ["nnUNetTrainerTiny_2epochs", "nnUNetTrainerEffNetB0", "nnUNetTrainerEffNetB0_5epochs", "nnUNetTrainerEffNetB0_10epochs",
@@ -22,4 +24,6 @@ __all__ = ["nnUNetTrainerTiny_2epochs", "nnUNetTrainerEffNetB0", "nnUNetTrainerE
            "nnUNetTrainerClipLocation", "nnUNetTrainerClipLocationNoBinary", "nnUNetTrainerClipSegmentation",
            "nnUNetTrainerClipSegmentationNoMap", "nnUNetTrainerClipLocation_5epochs",
            "nnUNetTrainerClipSegmentation_5epochs", "nnUNetTrainerClipLocationTiny_2epochs",
-           "nnUNetTrainerClipSegmentationTiny_2epochs"]
+           "nnUNetTrainerClipSegmentationTiny_2epochs", "nnUNetTrainerClipSingleStage",
+           "nnUNetTrainerClipSingleStageTiny_2epochs", "nnUNetTrainerClipLocationShortCPU",
+           "nnUNetTrainerClipSegmentationShortCPU", "nnUNetTrainerClipSingleStageShortCPU"]

@@ -64,7 +64,9 @@ __all__ = ["ClipTrainerBase", "ClipChannelMismatchError", "CTIntensityScalingTra
            "nnUNetTrainerClipLocation", "nnUNetTrainerClipLocationNoBinary", "nnUNetTrainerClipSegmentation",
            "nnUNetTrainerClipSegmentationNoMap", "nnUNetTrainerClipLocation_5epochs",
            "nnUNetTrainerClipSegmentation_5epochs", "nnUNetTrainerClipLocationTiny_2epochs",
-           "nnUNetTrainerClipSegmentationTiny_2epochs"]
+           "nnUNetTrainerClipSegmentationTiny_2epochs", "nnUNetTrainerClipSingleStage",
+           "nnUNetTrainerClipSingleStageTiny_2epochs", "ShortCPUSchedule", "nnUNetTrainerClipLocationShortCPU",
+           "nnUNetTrainerClipSegmentationShortCPU", "nnUNetTrainerClipSingleStageShortCPU"]
 
 AIR_HU = -1000.0
 
@@ -379,3 +381,45 @@ class nnUNetTrainerClipSegmentationTiny_2epochs(TinyCPUSchedule, nnUNetTrainerCl
 
     feature_base = 8
     feature_cap = 32
+
+
+class nnUNetTrainerClipSingleStage(nnUNetTrainerClipLocation):
+    """Single-stage baseline (paper Table 2): the location net's inputs, trained and run on the whole CT at the
+    fine spacing (configuration ``3d_clip_fullres``), so the cascade is compared with the strongest one-net setup."""
+
+
+class nnUNetTrainerClipSingleStageTiny_2epochs(TinyCPUSchedule, nnUNetTrainerClipSingleStage):
+    feature_base = 8
+    feature_cap = 32
+
+
+class ShortCPUSchedule:
+    """Mixin: 8 epochs x 25 iterations at features 16..128, the same for every model of the clip benchmark
+    (a few minutes per model on 2 CPU cores: enough to compare methods, far from converged)."""
+
+    feature_base = 16
+    feature_cap = 128
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 8
+        self.num_iterations_per_epoch = 25
+        self.num_val_iterations_per_epoch = 2
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch, None
+
+
+class nnUNetTrainerClipLocationShortCPU(ShortCPUSchedule, nnUNetTrainerClipLocation):
+    pass
+
+
+class nnUNetTrainerClipSegmentationShortCPU(ShortCPUSchedule, nnUNetTrainerClipSegmentation):
+    pass
+
+
+class nnUNetTrainerClipSingleStageShortCPU(ShortCPUSchedule, nnUNetTrainerClipSingleStage):
+    pass

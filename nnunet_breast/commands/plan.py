@@ -1,28 +1,50 @@
-"""Add the EfficientNet-B0 U-Net configurations to nnU-Net's plans (after stock planning).
+"""Add this package's configurations to nnU-Net's plans (after stock planning).
+
+Breast model (default, --model breast):
 
   nnUNetv2_plan_and_preprocess -d 501                 # stock fingerprint, plans, 3d_fullres data
   nnunet-breast plan -d 501 [--gpu-memory-gb 8]       # adds 3d_fullres_effnetb0 + the paper preset
   nnUNetv2_train 501 3d_fullres_effnetb0 0 -tr nnUNetTrainerEffNetB0            # reuses 3d_fullres data
   nnUNetv2_preprocess -d 501 -plans_name nnUNetPlans_effnetb0paper -c 3d_effnetb0_paper
   nnUNetv2_train 501 3d_effnetb0_paper 0 -p nnUNetPlans_effnetb0paper -tr nnUNetTrainerEffNetB0Paper
+
+Clip model (--model clips; Res-SE-U-Net, raw-HU 'noNorm' datasets, isotropic spacings):
+  nnUNetv2_plan_and_preprocess -d 502 --no_pp
+  nnunet-breast plan -d 502 --model clips    # 3d_clip_location (4 mm) + 3d_clip_fullres (2 mm, single stage)
+  nnunet-breast plan -d 503 --model clips    # stage-2 dataset from `cascade prepare`: 3d_clip_segmentation (2 mm)
 """
 from __future__ import annotations
 
 from nnunet_breast.cli import UserError
 
-HELP = "add 3d_fullres_effnetb0 and the paper preset 3d_effnetb0_paper to nnU-Net's plans"
+HELP = "add our configurations to nnU-Net's plans (breast: EfficientNet-B0 U-Net; clips: Res-SE-U-Net cascade)"
 
 
 def add_arguments(p):
     p.add_argument("-d", "--dataset-id", required=True, type=int)
+    p.add_argument("--model", choices=("breast", "clips"), default="breast")
     p.add_argument("--gpu-memory-gb", type=float, default=8.0, help="GPU memory target for the patch size (8)")
     p.add_argument("-pl", "--plans-name", default="nnUNetPlans", help="plans file to extend (nnUNetPlans)")
     p.add_argument("--no-paper", action="store_true", help="do not write the paper preset plans")
+    p.add_argument("--location-spacing-mm", type=float, default=4.0, help="clips: stage-1 spacing (4)")
+    p.add_argument("--spacing-mm", type=float, default=2.0, help="clips: stage-2 / single-stage spacing (2)")
+    p.add_argument("--patch", type=int, default=96, help="clips: largest patch edge in voxels (96)")
 
 
 def run(args) -> int:
     from nnunet_breast import planning
 
+    if args.model == "clips":
+        try:
+            configs = planning.plan_clips(args.dataset_id, args.plans_name, args.location_spacing_mm,
+                                          args.spacing_mm, args.patch)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        for name, c in configs.items():
+            print(f"{name}: spacing {c['spacing']}, patch {c['patch_size']}, "
+                  f"{c['architecture']['arch_kwargs']['n_stages']} stages; preprocess with "
+                  f"nnUNetv2_preprocess -d {args.dataset_id} -c {name}")
+        return 0
     try:
         config = planning.plan_effnetb0(args.dataset_id, args.gpu_memory_gb, args.plans_name)
         print(f"{planning.EFFNET_CONFIG}: patch {config['patch_size']}, batch {config['batch_size']}, "

@@ -1,0 +1,191 @@
+"""Clip prediction on new CTs, three ways with one output format: cascade, single stage, threshold.
+
+* ``cascade``: stage 1 (location net, fold ensemble) on the whole CT -> clip probability -> ROI with the
+  settings stage 2 was trained with (stored in its dataset.json by ``cascade prepare``) -> CT + probability
+  crops -> stage 2 (segmentation net) -> pasted back into the CT's geometry.
+* ``single``: one nnU-Net model on the whole CT (the single-stage Res-SE-U-Net baseline).
+* ``threshold``: HU threshold inside the body mask (:mod:`nnunet_breast.clips.threshold`).
+
+Every CT first gets the clip datasets' preprocessing: HU outside the body mask set to air (-1000), as
+``convert clips`` did for training. Per case, ``OUT/<case>.nii.gz`` (0/1 on the CT grid, nnU-Net's layout,
+so ``nnUNetv2_evaluate_folder`` and ``nnunet-breast evaluate`` read it) and ``OUT/<case>_clips.json``
+(clip table, ROI, method); ``OUT/clips.csv`` has one row per case. Intermediate files live in
+``OUT/.work`` and are removed at the end unless ``keep_work``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from nnunet_breast.body import body_mask
+from nnunet_breast.cascade_roi import Roi, crop_image, paste_back
+from nnunet_breast.clips.prepare import RoiSettings
+from nnunet_breast.clips.table import clip_table, write_clips_json
+from nnunet_breast.clips.threshold import DEFAULT_THRESHOLD_HU, threshold_clips
+from nnunet_breast.files import atomic_write_csv
+from nnunet_breast.inputs import InputCT
+from nnunet_breast.nnunet_predict import ModelRef, make_predictor, predict_files
+
+METHODS = ("cascade", "single", "threshold")
+
+
+@dataclass
+class ClipPredictOptions:
+    method: str = "cascade"
+    stage1: ModelRef | None = None              # cascade stage 1, or the single-stage model
+    stage2: ModelRef | None = None              # cascade only
+    device: str = "cpu"
+    use_mirroring: bool = True
+    tile_step_size: float = 0.5
+    threshold_hu: float = DEFAULT_THRESHOLD_HU  # threshold method
+    side: str | None = None                     # treated side for the empty-stage-1 fallback (L/R)
+    num_processes_preprocessing: int = 1
+    num_processes_export: int = 1
+    keep_work: bool = False
+
+
+@dataclass
+class ClipPrediction:
+    case_id: str
+    mask: np.ndarray                            # bool [z, y, x] on the input CT grid
+    clips: list[dict]
+    roi: Roi | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def stage2_roi_settings(stage2: ModelRef) -> RoiSettings:
+    """The ROI settings stage 2 was trained with (its dataset.json, copied by nnU-Net into the model folder)."""
+    info = json.loads((stage2.folder() / "dataset.json").read_text()).get("nnunet_breast", {})
+    if int(info.get("stage", 0)) != 2 or "roi" not in info:
+        raise ValueError(f"{stage2.folder()} was not trained on a stage-2 dataset from `nnunet-breast cascade "
+                         "prepare` (its dataset.json has no ROI settings)")
+    return RoiSettings.from_json(info["roi"])
+
+
+def body_masked(image: sitk.Image) -> sitk.Image:
+    """HU outside the body set to -1000, exactly as ``convert clips`` prepares training CTs."""
+    hu = sitk.GetArrayFromImage(image).astype(np.float32)
+    out = sitk.GetImageFromArray(np.where(body_mask(hu, image.GetSpacing()), hu, np.float32(-1000.0)))
+    out.CopyInformation(image)
+    return out
+
+
+def _validate(opts: ClipPredictOptions) -> None:
+    if opts.method not in METHODS:
+        raise ValueError(f"unknown method {opts.method!r}; choose from {METHODS}")
+    if opts.method in ("cascade", "single") and opts.stage1 is None:
+        raise ValueError(f"method {opts.method} needs a trained model (-d ...)")
+    if opts.method == "cascade" and opts.stage2 is None:
+        raise ValueError("the cascade needs the stage-2 model (--stage2-id)")
+
+
+def predict_clips(cases: list[InputCT], out_dir: Path, opts: ClipPredictOptions, progress: bool = True
+                  ) -> tuple[list[ClipPrediction], dict[str, float]]:
+    """Predict clips for ``cases``, write the outputs (module docstring); returns them and stage timings (s)."""
+    _validate(opts)
+    out_dir = Path(out_dir)
+    work = out_dir / ".work"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "ct").mkdir(parents=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    images = {c.case_id: body_masked(c.image) for c in cases}
+    for cid, img in images.items():
+        sitk.WriteImage(img, str(work / "ct" / f"{cid}_0000.nii.gz"))
+    timings["body_mask_s"] = time.perf_counter() - t0
+
+    rois: dict[str, Roi] = {}
+    if opts.method == "threshold":
+        t0 = time.perf_counter()
+        masks = {cid: threshold_clips(img, opts.threshold_hu) for cid, img in images.items()}
+        timings["threshold_s"] = time.perf_counter() - t0
+    else:
+        ids = list(images)
+        t0 = time.perf_counter()
+        p1 = make_predictor(opts.stage1, opts.device, opts.tile_step_size, opts.use_mirroring)
+        predict_files(p1, [[work / "ct" / f"{c}_0000.nii.gz"] for c in ids], [work / "stage1" / c for c in ids],
+                      save_probabilities=opts.method == "cascade",
+                      num_processes_preprocessing=opts.num_processes_preprocessing,
+                      num_processes_export=opts.num_processes_export)
+        timings["stage1_s"] = time.perf_counter() - t0
+        if opts.method == "single":
+            masks = {c: _read_mask(work / "stage1" / f"{c}.nii.gz") for c in ids}
+        else:
+            masks, rois = _stage2(ids, images, work, opts, timings, progress)
+
+    t0 = time.perf_counter()
+    results = []
+    rows = []
+    for c in tqdm(cases, desc="clip tables", disable=not progress, unit="case"):
+        cid, img = c.case_id, c.image
+        mask = masks[cid].astype(bool)
+        clips = clip_table(mask, img)
+        seg = sitk.GetImageFromArray(mask.astype(np.uint8))
+        seg.CopyInformation(img)
+        seg_file = out_dir / f"{cid}.nii.gz"
+        tmp = out_dir / f".{cid}.tmp.nii.gz"
+        sitk.WriteImage(seg, str(tmp), useCompression=True)
+        tmp.replace(seg_file)
+        roi = rois.get(cid)
+        extra = {"method": opts.method, "source": c.source, "roi": roi.to_json() if roi is not None else None,
+                 **_method_info(opts)}
+        json_file = write_clips_json(out_dir / f"{cid}_clips.json", cid, clips, **extra)
+        results.append(ClipPrediction(cid, mask, clips, roi, {"mask": seg_file, "clips_json": json_file}))
+        rows.append({"case_id": cid, "method": opts.method, "n_clips": len(clips),
+                     "total_volume_mm3": round(sum(r["volume_mm3"] for r in clips), 2),
+                     "roi_source": roi.source if roi is not None else ""})
+    atomic_write_csv(out_dir / "clips.csv", ["case_id", "method", "n_clips", "total_volume_mm3", "roi_source"], rows)
+    timings["export_s"] = time.perf_counter() - t0
+    if not opts.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    return results, timings
+
+
+def _method_info(opts: ClipPredictOptions) -> dict:
+    if opts.method == "threshold":
+        return {"threshold_hu": opts.threshold_hu}
+    if opts.method == "single":
+        return {"model": opts.stage1.describe()}
+    return {"stage1": opts.stage1.describe(), "stage2": opts.stage2.describe()}
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0
+
+
+def _stage2(ids, images, work: Path, opts: ClipPredictOptions, timings: dict, progress: bool):
+    settings = stage2_roi_settings(opts.stage2)
+    t0 = time.perf_counter()
+    rois: dict[str, Roi] = {}
+    (work / "stage2_in").mkdir()
+    for cid in tqdm(ids, desc="stage-2 ROI", disable=not progress, unit="case"):
+        img = images[cid]
+        prob = np.load(work / "stage1" / f"{cid}.npz")["probabilities"]
+        fg = prob[1:].sum(0).astype(np.float32)
+        roi = settings.roi(fg, img, hu=sitk.GetArrayViewFromImage(img), side=opts.side)
+        rois[cid] = roi
+        crop = crop_image(img, roi)
+        sitk.WriteImage(crop, str(work / "stage2_in" / f"{cid}_0000.nii.gz"))
+        pmap = sitk.GetImageFromArray(fg[roi.slices()])
+        pmap.CopyInformation(crop)
+        sitk.WriteImage(pmap, str(work / "stage2_in" / f"{cid}_0001.nii.gz"))
+    timings["roi_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    p2 = make_predictor(opts.stage2, opts.device, opts.tile_step_size, opts.use_mirroring)
+    predict_files(p2, [[work / "stage2_in" / f"{c}_000{k}.nii.gz" for k in (0, 1)] for c in ids],
+                  [work / "stage2" / c for c in ids], save_probabilities=False,
+                  num_processes_preprocessing=opts.num_processes_preprocessing,
+                  num_processes_export=opts.num_processes_export)
+    timings["stage2_s"] = time.perf_counter() - t0
+    masks = {}
+    for cid in ids:
+        seg = sitk.ReadImage(str(work / "stage2" / f"{cid}.nii.gz"))
+        masks[cid] = sitk.GetArrayFromImage(paste_back(seg, rois[cid], images[cid])) > 0
+    return masks, rois

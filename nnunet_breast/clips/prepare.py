@@ -1,0 +1,202 @@
+"""``cascade prepare``: the stage-2 (segmentation net) dataset, built from stage 1's out-of-fold predictions.
+
+Stage 1 (``3d_clip_location``) trained five-fold with ``--npz`` leaves, in ``fold_k/validation/``, a clip
+probability map for every training case, predicted by the one model that did not see that case. Those
+maps are as (un)reliable as the maps stage 2 will meet on new patients; in-sample maps (what the paper
+fed) are over-confident, so stage 2 would learn to trust them too much.
+
+For each case of the stage-1 dataset:
+
+* ROI = every voxel with probability >= ``threshold`` + ``margin_mm``, grown to at least
+  ``min_size_mm`` per axis (96 voxels at the stage-2 spacing by default), on the case's own CT grid
+  (:func:`nnunet_breast.cascade_roi.roi_from_probability`); an empty map falls back to the treated
+  breast (side from ``cohort.csv``), never to nothing;
+* ``imagesTr/<case>_0000`` = raw-HU CT crop, ``<case>_0001`` = probability crop (both ``noNorm``),
+  ``labelsTr/<case>`` = label crop; world geometry kept, so nnU-Net resamples them as any CT;
+* ``cascade_rois.json`` records each ROI, its source (prediction / fallback), the fold whose model
+  produced the map, and how many labelled clip voxels fell outside (stage-1 misses, reported not hidden).
+
+The dataset is assembled in a hidden staging folder and renamed into place at the end, so an interrupted
+run never leaves a dataset that looks complete. The stage-1 folders are only read.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from nnunet_breast.cascade_roi import Roi, crop_image, roi_from_probability
+from nnunet_breast.env import dataset_dir, model_dir, nnunet_folder
+from nnunet_breast.files import atomic_write_text
+
+STAGE1_TRAINER = "nnUNetTrainerClipLocation"
+STAGE1_CONFIG = "3d_clip_location"
+
+
+class CascadeError(ValueError):
+    """The stage-2 dataset cannot be built; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class RoiSettings:
+    """How a probability map becomes an ROI; stored in the stage-2 dataset.json and reused by prediction."""
+    threshold: float = 0.5
+    margin_mm: float = 10.0
+    min_size_mm: float = 192.0          # 96 voxels x 2 mm (the paper's 96^3 at 2 mm)
+
+    def min_size_vox(self, spacing_zyx) -> tuple[int, int, int]:
+        return tuple(int(math.ceil(self.min_size_mm / s - 1e-6)) for s in spacing_zyx)  # type: ignore[return-value]
+
+    def roi(self, prob: np.ndarray, image: sitk.Image, hu: np.ndarray | None = None, side: str | None = None) -> Roi:
+        spacing = image.GetSpacing()[::-1]
+        return roi_from_probability(prob, spacing, self.margin_mm, self.min_size_vox(spacing), self.threshold,
+                                    hu=hu, side=side)
+
+    def to_json(self) -> dict:
+        return {"threshold": self.threshold, "margin_mm": self.margin_mm, "min_size_mm": self.min_size_mm}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RoiSettings":
+        return cls(float(d["threshold"]), float(d["margin_mm"]), float(d["min_size_mm"]))
+
+
+@dataclass
+class PrepareResult:
+    dataset_dir: Path
+    rois: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def fallbacks(self) -> list[str]:
+        return [c for c, r in self.rois.items() if r["roi"]["source"] != "prediction"]
+
+    @property
+    def clips_cut(self) -> list[str]:
+        return [c for c, r in self.rois.items() if r["label_voxels_outside"]]
+
+
+def out_of_fold_maps(model_folder: Path, case_ids: list[str]) -> dict[str, tuple[int, Path]]:
+    """case -> (fold, npz) from ``fold_*/validation/*.npz``; every case exactly once."""
+    found: dict[str, list[tuple[int, Path]]] = {}
+    for fold_dir in sorted(model_folder.glob("fold_*")):
+        try:
+            fold = int(fold_dir.name.split("_", 1)[1])
+        except ValueError:
+            continue              # fold_all: in-sample for every case, not usable here
+        for npz in (fold_dir / "validation").glob("*.npz"):
+            found.setdefault(npz.name[: -len(".npz")], []).append((fold, npz))
+    missing = [c for c in case_ids if c not in found]
+    if missing:
+        raise CascadeError(f"{len(missing)} of {len(case_ids)} cases have no out-of-fold probability map in "
+                           f"{model_folder}/fold_*/validation (e.g. {missing[:3]}): train all five folds with "
+                           f"`--npz` (nnUNetv2_train ... FOLD --npz; or `nnUNetv2_train ... FOLD --val --npz` "
+                           f"after training)")
+    double = [c for c in case_ids if len(found[c]) > 1]
+    if double:
+        raise CascadeError(f"cases validated by more than one fold in {model_folder}: {double[:3]}; the splits "
+                           f"changed between folds, retrain stage 1 with one splits_final.json")
+    return {c: found[c][0] for c in case_ids}
+
+
+def _case_sides(raw: Path) -> dict[str, str]:
+    table = raw / "cohort.csv"
+    if not table.is_file():
+        return {}
+    with open(table, newline="") as f:
+        return {r["case_id"]: r.get("side", "") for r in csv.DictReader(f)}
+
+
+def _write(arr_or_img, path: Path, reference: sitk.Image | None = None) -> None:
+    img = arr_or_img
+    if not isinstance(img, sitk.Image):
+        img = sitk.GetImageFromArray(arr_or_img)
+        img.CopyInformation(reference)
+    sitk.WriteImage(img, str(path), useCompression=True)
+
+
+def prepare_stage2(stage1_id: int, stage2_id: int, *, name: str | None = None, trainer: str = STAGE1_TRAINER,
+                   plans: str = "nnUNetPlans", configuration: str = STAGE1_CONFIG,
+                   settings: RoiSettings = RoiSettings(), overwrite: bool = False,
+                   progress: bool = True) -> PrepareResult:
+    """Build ``$nnUNet_raw/Dataset<stage2_id>_<name>`` (see the module docstring)."""
+    raw1 = dataset_dir("nnUNet_raw", stage1_id)
+    ds1 = json.loads((raw1 / "dataset.json").read_text())
+    if list(ds1.get("channel_names", {}).values()) != ["noNorm"]:
+        raise CascadeError(f"{raw1} is not a whole-CT clip dataset (channels {ds1.get('channel_names')}; expected one "
+                           f"raw-HU 'noNorm' CT channel, as `nnunet-breast convert clips` writes)")
+    model = model_dir(stage1_id, trainer, plans, configuration)
+    case_ids = sorted(p.name[: -len("_0000.nii.gz")] for p in (raw1 / "imagesTr").glob("*_0000.nii.gz"))
+    if not case_ids:
+        raise CascadeError(f"{raw1}/imagesTr holds no cases")
+    maps = out_of_fold_maps(model, case_ids)
+
+    name = name or f"{raw1.name.split('_', 1)[1]}Stage2"
+    raw_root = nnunet_folder("nnUNet_raw")
+    existing = sorted(raw_root.glob(f"Dataset{stage2_id:03d}_*"))
+    if int(stage2_id) == int(stage1_id):
+        raise CascadeError("the stage-2 dataset needs an id of its own (--stage2-id differs from -d)")
+    if existing and not overwrite:
+        raise CascadeError(f"{existing[0]} exists; pass --overwrite to rebuild it")
+    target = raw_root / f"Dataset{stage2_id:03d}_{name}"
+    staging = raw_root / f".Dataset{stage2_id:03d}_{name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    for sub in ("imagesTr", "labelsTr"):
+        (staging / sub).mkdir(parents=True)
+
+    sides = _case_sides(raw1)
+    rois: dict[str, dict] = {}
+    for cid in tqdm(case_ids, desc="stage-2 crops", disable=not progress, unit="case"):
+        fold, npz = maps[cid]
+        image = sitk.ReadImage(str(raw1 / "imagesTr" / f"{cid}_0000.nii.gz"))
+        label = sitk.ReadImage(str(raw1 / "labelsTr" / f"{cid}.nii.gz"))
+        prob = np.load(npz)["probabilities"]
+        hu = sitk.GetArrayFromImage(image)
+        if prob.shape[1:] != hu.shape:
+            raise CascadeError(f"{npz}: probability map shape {prob.shape[1:]} differs from the CT's {hu.shape}")
+        fg = prob[1:].sum(0).astype(np.float32)       # clip probability (all foreground classes)
+        roi = settings.roi(fg, image, hu=hu, side=sides.get(cid) or None)
+        lab = sitk.GetArrayFromImage(label)
+        outside = int((lab > 0).sum() - (lab[roi.slices()] > 0).sum())
+        _write(crop_image(image, roi), staging / "imagesTr" / f"{cid}_0000.nii.gz")
+        _write(fg[roi.slices()], staging / "imagesTr" / f"{cid}_0001.nii.gz", crop_image(image, roi))
+        _write(crop_image(label, roi), staging / "labelsTr" / f"{cid}.nii.gz")
+        rois[cid] = {"roi": roi.to_json(), "fold": fold, "image_size_zyx": list(hu.shape),
+                     "label_voxels_outside": outside}
+
+    ds2 = {"channel_names": {"0": "noNorm", "1": "noNorm"}, "labels": ds1["labels"], "numTraining": len(case_ids),
+           "file_ending": ds1.get("file_ending", ".nii.gz"), "name": name,
+           "description": f"clip stage 2: ROI crops of {raw1.name} with out-of-fold stage-1 probability maps",
+           "nnunet_breast": {"cohort": "clips", "stage": 2,
+                             "stage1": {"dataset_id": int(stage1_id), "trainer": trainer, "plans": plans,
+                                        "configuration": configuration},
+                             "roi": settings.to_json(), "channels": ["CT (raw HU)", "stage-1 clip probability"]}}
+    atomic_write_text(staging / "cascade_rois.json", json.dumps(rois, indent=1))
+    if (raw1 / "cohort.csv").is_file():
+        shutil.copy2(raw1 / "cohort.csv", staging / "cohort.csv")
+    atomic_write_text(staging / "dataset.json", json.dumps(ds2, indent=2))
+    for old in existing:
+        shutil.rmtree(old)
+    staging.rename(target)
+    _copy_splits(stage1_id, stage2_id, target.name)
+    return PrepareResult(target, rois)
+
+
+def _copy_splits(stage1_id: int, stage2_id: int, stage2_name: str) -> Path | None:
+    """Stage 2 gets stage 1's folds: fold k of stage 2 validates on maps from stage-1 model k."""
+    try:
+        pre1 = dataset_dir("nnUNet_preprocessed", stage1_id)
+    except ValueError:
+        return None
+    splits = pre1 / "splits_final.json"
+    if not splits.is_file():
+        return None
+    pre2 = nnunet_folder("nnUNet_preprocessed") / stage2_name
+    pre2.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(splits, pre2 / "splits_final.json")
+    return pre2 / "splits_final.json"

@@ -1,0 +1,98 @@
+"""CT inputs for prediction: a DICOM export (any layout, one or many patients) or NIfTI files.
+
+DICOM goes through the same discovery and series reader as the converters (sorted along the slice
+normal, geometry checked, per-slice rescale), so a CT is read for prediction exactly as it was for
+training. A DICOM input keeps its header and slice UIDs: the RTSTRUCT export needs them to point back
+at the CT. A NIfTI input is ``<case>.nii.gz`` or nnU-Net's ``<case>_0000.nii.gz`` (HU).
+Inputs are only read, never written.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from nnunet_breast.dicom.ct_reader import CTSeriesError, CTVolume, read_ct_series
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+class InputError(ValueError):
+    """The input holds no usable CT; the message says what was found instead."""
+
+
+@dataclass
+class InputCT:
+    case_id: str
+    image: sitk.Image                 # HU, float32
+    dicom: CTVolume | None = None     # source series (header, slice UIDs) for DICOM inputs
+    source: str = ""
+
+
+def _nifti_case_id(path: Path) -> str:
+    name = path.name
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return re.sub(r"_0000$", "", name)
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.is_file() and path.name.endswith(NIFTI_SUFFIXES)
+
+
+def _dicom_case_id(ct: CTVolume, series_uid: str) -> str:
+    import hashlib
+
+    pid = re.sub(r"[^A-Za-z0-9-]+", "-", str(ct.header.get("PatientID", ""))).strip("-") or "case"
+    return f"{pid}_{hashlib.sha1(series_uid.encode()).hexdigest()[:6]}"
+
+
+def list_inputs(path: Path) -> list[tuple[str, object]]:
+    """(case_id, source) pairs without reading pixels: source is a NIfTI path or a DICOM series' files."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    if _is_nifti(path):
+        return [(_nifti_case_id(path), path)]
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    if not files:
+        raise InputError(f"{path} is empty: expected a DICOM CT series or NIfTI images")
+    niftis = [p for p in files if _is_nifti(p)]
+    if niftis:
+        others = [p for p in niftis if not re.search(r"_000[1-9]\.", p.name)]
+        ids = [_nifti_case_id(p) for p in others]
+        if len(set(ids)) != len(ids):
+            raise InputError(f"{path}: several NIfTI files share a case id: {sorted(ids)}")
+        return list(zip(ids, others))
+    from nnunet_breast.dataset_conversion.discovery import discover
+
+    found = discover(path)
+    if not found.pairs:
+        modalities = sorted({why.split(" object")[0] for _, why in found.skipped if " object, series " in why})
+        what = f"only {', '.join(modalities)} series" if modalities else "no readable DICOM CT image"
+        raise InputError(f"{path}: no CT series found ({what}; {len(found.skipped)} file(s) skipped)")
+    return [(pair.ct.series_uid, pair.ct.files) for pair in found.pairs]
+
+
+def read_input(case: tuple[str, object]) -> InputCT:
+    """Read one entry of :func:`list_inputs` (NIfTI or DICOM) as HU float32."""
+    key, source = case
+    if isinstance(source, Path):
+        image = sitk.Cast(sitk.ReadImage(str(source)), sitk.sitkFloat32)
+        if image.GetDimension() != 3:
+            raise InputError(f"{source}: a 3-D CT is needed, got {image.GetDimension()}-D")
+        return InputCT(key, image, None, str(source))
+    try:
+        ct = read_ct_series(source)
+    except CTSeriesError as e:
+        raise InputError(str(e)) from None
+    return InputCT(_dicom_case_id(ct, key), ct.image, ct, str(Path(source[0]).parent))
+
+
+def load_inputs(path: Path) -> list[InputCT]:
+    """Every CT under ``path`` (see the module docstring); raises :class:`InputError` when there is none."""
+    return [read_input(c) for c in list_inputs(path)]

@@ -1,0 +1,129 @@
+"""The clip cascade end to end through the real nnU-Net CLIs (tiny networks, CPU).
+
+synthetic DICOM -> convert clips -> stock planning + `plan --model clips` -> stage 1 five folds with --npz
+-> `cascade prepare` -> stage 2 planned, preprocessed, trained -> `predict-clips` on new DICOM cases.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_breast import env
+from nnunet_breast.cascade_roi import Roi
+from nnunet_breast.inputs import load_inputs
+from nnunet_breast.synth.cohort import write_cohort
+
+T1 = "nnUNetTrainerClipLocationTiny_2epochs"
+T2 = "nnUNetTrainerClipSegmentationTiny_2epochs"
+
+
+@pytest.fixture(scope="module")
+def cascade(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cascade")
+    dirs = {v: root / v for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for p in dirs.values():
+        p.mkdir()
+    environ = env.child_environ(**dict(os.environ, **{k: str(v) for k, v in dirs.items()}, nnUNet_def_n_proc="1",
+                                       nnUNet_n_proc_DA="1", nnUNet_compile="false"))
+    bindir = Path(sys.executable).parent
+
+    def run(*cmd, ok=True):
+        r = subprocess.run([str(bindir / cmd[0]), *map(str, cmd[1:])], capture_output=True, text=True, env=environ)
+        if ok:
+            assert r.returncode == 0, (cmd, r.stdout[-3000:], r.stderr[-3000:])
+        return r
+
+    write_cohort("clips", 5, root / "export", seed=0, size="small", progress=False)
+    write_cohort("clips", 2, root / "new", seed=11, size="small", progress=False)
+    run("nnunet-breast", "convert", "clips", "-i", root / "export", "-d", "502", "-np", "1")
+    run("nnUNetv2_plan_and_preprocess", "-d", "502", "--no_pp", "-np", "1")
+    run("nnunet-breast", "plan", "-d", "502", "--model", "clips")
+    run("nnUNetv2_preprocess", "-d", "502", "-c", "3d_clip_location", "-np", "1")
+    for fold in range(5):
+        run("nnUNetv2_train", "502", "3d_clip_location", fold, "-tr", T1, "--npz", "-device", "cpu")
+    prep = run("nnunet-breast", "cascade", "prepare", "-d", "502", "--stage2-id", "503", "-tr", T1,
+               "--min-size-mm", "60")
+    run("nnUNetv2_plan_and_preprocess", "-d", "503", "--no_pp", "-np", "1")
+    run("nnunet-breast", "plan", "-d", "503", "--model", "clips")
+    run("nnUNetv2_preprocess", "-d", "503", "-c", "3d_clip_segmentation", "-np", "1")
+    run("nnUNetv2_train", "503", "3d_clip_segmentation", "0", "-tr", T2, "-device", "cpu")
+    return {"root": root, "dirs": dirs, "run": run, "prepare_stdout": prep.stdout}
+
+
+def test_plans_and_stage2_dataset(cascade):
+    pre = cascade["dirs"]["nnUNet_preprocessed"]
+    plans = json.loads((pre / "Dataset502_BreastClips" / "nnUNetPlans.json").read_text())["configurations"]
+    assert plans["3d_clip_location"]["spacing"] == [4.0] * 3 and plans["3d_clip_fullres"]["spacing"] == [2.0] * 3
+    assert plans["3d_clip_location"]["architecture"]["network_class_name"].endswith("ResSEUNet3d")
+    raw2 = cascade["dirs"]["nnUNet_raw"] / "Dataset503_BreastClipsStage2"
+    rois = json.loads((raw2 / "cascade_rois.json").read_text())
+    assert len(rois) == 5 and sorted(r["fold"] for r in rois.values()) == [0, 1, 2, 3, 4]   # out of fold, once each
+    for cid, r in rois.items():
+        roi = Roi.from_json(r["roi"])
+        ct = sitk.ReadImage(str(raw2 / "imagesTr" / f"{cid}_0000.nii.gz"))
+        pmap = sitk.GetArrayFromImage(sitk.ReadImage(str(raw2 / "imagesTr" / f"{cid}_0001.nii.gz")))
+        assert ct.GetSize()[::-1] == roi.size and pmap.shape == roi.size
+        assert 0.0 <= pmap.min() and pmap.max() <= 1.0 + 1e-6
+    # stage 2 uses stage 1's folds
+    s1 = json.loads((pre / "Dataset502_BreastClips" / "splits_final.json").read_text())
+    s2 = json.loads((pre / "Dataset503_BreastClipsStage2" / "splits_final.json").read_text())
+    assert s1 == s2
+    stage2 = json.loads((pre / "Dataset503_BreastClipsStage2" / "nnUNetPlans.json").read_text())["configurations"]
+    assert stage2["3d_clip_segmentation"]["spacing"] == [2.0] * 3
+    assert "next:" in cascade["prepare_stdout"]
+
+
+def test_predict_clips_cascade_on_new_dicom_cases(cascade):
+    root = cascade["root"]
+    out = root / "pred_cascade"
+    r = cascade["run"]("nnunet-breast", "predict-clips", "-i", root / "new", "-o", out, "-d", "502",
+                       "--stage2-id", "503", "-tr", T1, "-tr2", T2, "-device", "cpu")
+    assert "stage2" in r.stdout
+    cases = {c.case_id: c for c in load_inputs(root / "new")}
+    assert len(cases) == 2
+    for cid, case in cases.items():
+        mask = sitk.ReadImage(str(out / f"{cid}.nii.gz"))
+        assert mask.GetSize() == case.image.GetSize()                                  # pasted back whole
+        np.testing.assert_allclose(mask.GetOrigin(), case.image.GetOrigin(), atol=1e-3)
+        np.testing.assert_allclose(mask.GetSpacing(), case.image.GetSpacing(), atol=1e-5)
+        info = json.loads((out / f"{cid}_clips.json").read_text())
+        arr = sitk.GetArrayFromImage(mask)
+        assert set(np.unique(arr)) <= {0, 1}
+        assert info["method"] == "cascade" and info["n_clips"] == len(info["clips"])
+        assert sum(c["voxels"] for c in info["clips"]) == int(arr.sum())
+        roi = Roi.from_json(info["roi"])
+        outside = np.ones(arr.shape, bool)
+        outside[roi.slices()] = False
+        assert not arr[outside].any()                                                 # stage 2 only inside its ROI
+        assert info["stage1"]["trainer"] == T1 and info["stage2"]["trainer"] == T2
+    assert not (out / ".work").exists()
+    assert len((out / "clips.csv").read_text().strip().splitlines()) == 3
+
+
+def test_predict_clips_baselines_and_refusals(cascade):
+    root, run = cascade["root"], cascade["run"]
+    single = root / "pred_single"
+    run("nnunet-breast", "predict-clips", "-i", root / "new", "-o", single, "--method", "single", "-d", "502",
+        "-tr", T1, "-c", "3d_clip_location", "-f", "0", "-device", "cpu")
+    thr = root / "pred_threshold"
+    run("nnunet-breast", "predict-clips", "-i", root / "new", "-o", thr, "--method", "threshold")
+    for out, method in ((single, "single"), (thr, "threshold")):
+        files = sorted(out.glob("*_clips.json"))
+        assert len(files) == 2 and all(json.loads(f.read_text())["method"] == method for f in files)
+    thr_info = json.loads(files[0].read_text())
+    assert thr_info["n_clips"] >= 1 and all(c["max_hu"] >= 1500 for c in thr_info["clips"])
+    bad = run("nnunet-breast", "predict-clips", "-i", root / "new", "-o", root / "x", "-d", "502",
+              "-tr", T1, ok=False)
+    assert bad.returncode == 2 and "--stage2-id" in bad.stderr
+    missing = run("nnunet-breast", "predict-clips", "-i", root / "new", "-o", root / "x", "-d", "502",
+                  "--stage2-id", "503", "-tr", "nnUNetTrainerClipLocation", ok=False)
+    assert missing.returncode == 2 and "no trained model" in missing.stderr
+    empty = root / "empty_in"
+    empty.mkdir()
+    r = run("nnunet-breast", "predict-clips", "-i", empty, "-o", root / "x", "--method", "threshold", ok=False)
+    assert r.returncode == 2 and "empty" in r.stderr
