@@ -10,6 +10,7 @@ from nnunet_breast import __version__
 
 # subcommand -> module in nnunet_breast.commands; each module has HELP, add_arguments(parser), run(args) -> int
 COMMANDS = {
+    "demo": "demo",
     "env": "env",
     "synth": "synth",
     "convert": "convert",
@@ -21,6 +22,7 @@ COMMANDS = {
     "dvh": "dvh",
     "cascade": "cascade",
     "predict-clips": "predict_clips",
+    "predict": "predict",
 }
 
 

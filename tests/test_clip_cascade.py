@@ -97,6 +97,16 @@ def test_prepare_fallback_when_stage1_finds_nothing(clip_stage1):
         assert r["label_voxels_outside"] == 0                        # the clips sit in the treated breast
 
 
+def test_prepare_without_map_for_the_ablation(clip_stage1):
+    raw1, model = clip_stage1
+    write_oof(raw1, model, lambda lab: (lab > 0) * 0.9)
+    result = prepare_stage2(502, 503, settings=RoiSettings(min_size_mm=40.0), with_map=False, progress=False)
+    info = json.loads((result.dataset_dir / "dataset.json").read_text())
+    assert info["channel_names"] == {"0": "noNorm"}                 # nnUNetTrainerClipSegmentationNoMap's input
+    assert not list((result.dataset_dir / "imagesTr").glob("*_0001.nii.gz"))
+    assert len(list((result.dataset_dir / "imagesTr").glob("*_0000.nii.gz"))) == 3
+
+
 def test_prepare_refusals(clip_stage1):
     raw1, model = clip_stage1
     with pytest.raises(ValueError, match="no trained model"):

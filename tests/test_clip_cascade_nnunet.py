@@ -44,8 +44,16 @@ def cascade(tmp_path_factory):
     run("nnUNetv2_plan_and_preprocess", "-d", "502", "--no_pp", "-np", "1")
     run("nnunet-breast", "plan", "-d", "502", "--model", "clips")
     run("nnUNetv2_preprocess", "-d", "502", "-c", "3d_clip_location", "-np", "1")
-    for fold in range(5):
-        run("nnUNetv2_train", "502", "3d_clip_location", fold, "-tr", T1, "--npz", "-device", "cpu")
+    # five stock nnUNetv2_train processes; fold 0 alone (it writes splits_final.json), then two at a time:
+    # tiny folds are mostly start-up and export waits
+    from concurrent.futures import ThreadPoolExecutor
+
+    def train(fold):
+        return run("nnUNetv2_train", "502", "3d_clip_location", fold, "-tr", T1, "--npz", "-device", "cpu")
+
+    train(0)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(train, range(1, 5)))
     prep = run("nnunet-breast", "cascade", "prepare", "-d", "502", "--stage2-id", "503", "-tr", T1,
                "--min-size-mm", "60")
     run("nnUNetv2_plan_and_preprocess", "-d", "503", "--no_pp", "-np", "1")

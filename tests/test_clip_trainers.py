@@ -366,3 +366,21 @@ def test_trainer_initialize_in_process(nnunet_env):
     with torch.no_grad():
         pred = trainer.network(out["image"][None])
     assert tuple(pred[0].shape) == (1, 2, *patch_size)
+
+
+def test_demo_trainer_starts_from_a_background_prior(nnunet_env):
+    """DemoCPU trainers: output biases at a 1 % foreground prior, so a short run does not paint noise."""
+    data = nnunet_env / "nnUNet_preprocessed" / "Dataset777_Clips" / "nnUNetPlans_3d_fullres"
+    data.mkdir(parents=True)
+    (data / "case_000.b2nd").write_bytes(b"")
+    trainer = clips.nnUNetTrainerClipSingleStageDemoCPU(make_plans(1), "3d_fullres", 0, make_dataset_json(1),
+                                                        device=torch.device("cpu"))
+    trainer.initialize()
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch) == (4, 12)
+    trainer.network.eval()
+    with torch.no_grad():
+        out = trainer.network(torch.full((1, 1, 32, 32, 32), -1000.0))
+    probs = torch.softmax(out[0] if isinstance(out, (list, tuple)) else out, 1)
+    assert float(probs[:, 1].max()) < 0.1        # an untrained default-initialised net sits near 0.5
+    head = trainer.network.decoder.seg_layers[-1]
+    assert float(head.bias[0]) == 0.0 and float(head.bias[1]) == pytest.approx(math.log(0.01 / 0.99))

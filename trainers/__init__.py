@@ -8,22 +8,27 @@ from nnunet_breast.trainers.effnet import (nnUNetTrainerEffNetB0, nnUNetTrainerE
                                            nnUNetTrainerEffNetB0_10epochs,
                                            nnUNetTrainerEffNetB0_50epochs, nnUNetTrainerEffNetB0Paper,
                                            nnUNetTrainerEffNetB0Paper_5epochs, nnUNetTrainerEffNetB0PaperTiny_2epochs,
-                                           nnUNetTrainerEffNetB0Tiny_2epochs)
+                                           nnUNetTrainerEffNetB0Tiny_2epochs, nnUNetTrainerEffNetB0ShortCPU,
+                                           nnUNetTrainerEffNetB0DemoCPU)
 from nnunet_breast.trainers.clips import (nnUNetTrainerClipLocation, nnUNetTrainerClipLocation_5epochs,
                                           nnUNetTrainerClipLocationNoBinary, nnUNetTrainerClipLocationTiny_2epochs,
                                           nnUNetTrainerClipSegmentation, nnUNetTrainerClipSegmentation_5epochs,
                                           nnUNetTrainerClipSegmentationNoMap,
                                           nnUNetTrainerClipSegmentationTiny_2epochs, nnUNetTrainerClipSingleStage,
                                           nnUNetTrainerClipSingleStageTiny_2epochs, nnUNetTrainerClipLocationShortCPU,
-                                          nnUNetTrainerClipSegmentationShortCPU, nnUNetTrainerClipSingleStageShortCPU)
+                                          nnUNetTrainerClipSegmentationShortCPU, nnUNetTrainerClipSingleStageShortCPU,
+                                          nnUNetTrainerClipSingleStage_5epochs, nnUNetTrainerClipLocationDemoCPU,
+                                          nnUNetTrainerClipSegmentationDemoCPU, nnUNetTrainerClipSingleStageDemoCPU)
 from nnunet_breast.trainers.tiny import nnUNetTrainerTiny_2epochs
 
 __all__ = ["nnUNetTrainerTiny_2epochs", "nnUNetTrainerEffNetB0", "nnUNetTrainerEffNetB0_5epochs", "nnUNetTrainerEffNetB0_10epochs",
            "nnUNetTrainerEffNetB0_50epochs", "nnUNetTrainerEffNetB0Paper", "nnUNetTrainerEffNetB0Paper_5epochs",
-           "nnUNetTrainerEffNetB0Tiny_2epochs", "nnUNetTrainerEffNetB0PaperTiny_2epochs",
+           "nnUNetTrainerEffNetB0Tiny_2epochs", "nnUNetTrainerEffNetB0PaperTiny_2epochs", "nnUNetTrainerEffNetB0ShortCPU", "nnUNetTrainerEffNetB0DemoCPU",
            "nnUNetTrainerClipLocation", "nnUNetTrainerClipLocationNoBinary", "nnUNetTrainerClipSegmentation",
            "nnUNetTrainerClipSegmentationNoMap", "nnUNetTrainerClipLocation_5epochs",
            "nnUNetTrainerClipSegmentation_5epochs", "nnUNetTrainerClipLocationTiny_2epochs",
            "nnUNetTrainerClipSegmentationTiny_2epochs", "nnUNetTrainerClipSingleStage",
            "nnUNetTrainerClipSingleStageTiny_2epochs", "nnUNetTrainerClipLocationShortCPU",
-           "nnUNetTrainerClipSegmentationShortCPU", "nnUNetTrainerClipSingleStageShortCPU"]
+           "nnUNetTrainerClipSegmentationShortCPU", "nnUNetTrainerClipSingleStageShortCPU",
+           "nnUNetTrainerClipSingleStage_5epochs", "nnUNetTrainerClipLocationDemoCPU",
+           "nnUNetTrainerClipSegmentationDemoCPU", "nnUNetTrainerClipSingleStageDemoCPU"]

@@ -56,7 +56,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from nnunet_breast.networks.res_se_unet import ARCH_KWARGS_REQ_IMPORT, NETWORK_CLASS_NAME
 from nnunet_breast.trainers.augmentation import INTENSITY_TRANSFORMS, transform_name
-from nnunet_breast.trainers.tiny import TinyCPUSchedule
+from nnunet_breast.trainers.tiny import DemoCPUSchedule, ShortCPUSchedule, TinyCPUSchedule
 
 __all__ = ["ClipTrainerBase", "ClipChannelMismatchError", "CTIntensityScalingTransform", "HUPaddedSpatialTransform",
            "LinearWarmupCosineLRScheduler", "clip_arch_kwargs", "clip_network_from_configuration",
@@ -65,8 +65,10 @@ __all__ = ["ClipTrainerBase", "ClipChannelMismatchError", "CTIntensityScalingTra
            "nnUNetTrainerClipSegmentationNoMap", "nnUNetTrainerClipLocation_5epochs",
            "nnUNetTrainerClipSegmentation_5epochs", "nnUNetTrainerClipLocationTiny_2epochs",
            "nnUNetTrainerClipSegmentationTiny_2epochs", "nnUNetTrainerClipSingleStage",
-           "nnUNetTrainerClipSingleStageTiny_2epochs", "ShortCPUSchedule", "nnUNetTrainerClipLocationShortCPU",
-           "nnUNetTrainerClipSegmentationShortCPU", "nnUNetTrainerClipSingleStageShortCPU"]
+           "nnUNetTrainerClipSingleStageTiny_2epochs", "nnUNetTrainerClipLocationShortCPU",
+           "nnUNetTrainerClipSegmentationShortCPU", "nnUNetTrainerClipSingleStageShortCPU",
+           "nnUNetTrainerClipSingleStage_5epochs", "nnUNetTrainerClipLocationDemoCPU",
+           "nnUNetTrainerClipSegmentationDemoCPU", "nnUNetTrainerClipSingleStageDemoCPU"]
 
 AIR_HU = -1000.0
 
@@ -393,33 +395,45 @@ class nnUNetTrainerClipSingleStageTiny_2epochs(TinyCPUSchedule, nnUNetTrainerCli
     feature_cap = 32
 
 
-class ShortCPUSchedule:
-    """Mixin: 8 epochs x 25 iterations at features 16..128, the same for every model of the clip benchmark
-    (a few minutes per model on 2 CPU cores: enough to compare methods, far from converged)."""
+class _ShortCPUWidths:
+    """Features 16..128 for the short CPU schedule (benchmarks, demo)."""
 
     feature_base = 16
     feature_cap = 128
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+
+class nnUNetTrainerClipLocationShortCPU(ShortCPUSchedule, _ShortCPUWidths, nnUNetTrainerClipLocation):
+    pass
+
+
+class nnUNetTrainerClipSegmentationShortCPU(ShortCPUSchedule, _ShortCPUWidths, nnUNetTrainerClipSegmentation):
+    pass
+
+
+class nnUNetTrainerClipSingleStageShortCPU(ShortCPUSchedule, _ShortCPUWidths, nnUNetTrainerClipSingleStage):
+    pass
+
+
+class nnUNetTrainerClipSingleStage_5epochs(nnUNetTrainerClipSingleStage):
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 8
-        self.num_iterations_per_epoch = 25
-        self.num_val_iterations_per_epoch = 2
-
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        rotation, dummy_2d, initial_patch, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None
-        return rotation, dummy_2d, initial_patch, None
+        self.num_epochs = 5
 
 
-class nnUNetTrainerClipLocationShortCPU(ShortCPUSchedule, nnUNetTrainerClipLocation):
+class _DemoWidths:
+    """Features 8..64 for the CPU demo."""
+
+    feature_base = 8
+    feature_cap = 64
+
+
+class nnUNetTrainerClipLocationDemoCPU(DemoCPUSchedule, _DemoWidths, nnUNetTrainerClipLocation):
     pass
 
 
-class nnUNetTrainerClipSegmentationShortCPU(ShortCPUSchedule, nnUNetTrainerClipSegmentation):
+class nnUNetTrainerClipSegmentationDemoCPU(DemoCPUSchedule, _DemoWidths, nnUNetTrainerClipSegmentation):
     pass
 
 
-class nnUNetTrainerClipSingleStageShortCPU(ShortCPUSchedule, nnUNetTrainerClipSingleStage):
+class nnUNetTrainerClipSingleStageDemoCPU(DemoCPUSchedule, _DemoWidths, nnUNetTrainerClipSingleStage):
     pass

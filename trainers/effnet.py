@@ -15,7 +15,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from nnunet_breast.planning import EFFNET_CLASS, effnet_architecture
 from nnunet_breast.trainers.augmentation import INTENSITY_TRANSFORMS, transform_name
-from nnunet_breast.trainers.tiny import TinyCPUSchedule
+from nnunet_breast.trainers.tiny import DemoCPUSchedule, ShortCPUSchedule, TinyCPUSchedule
 
 
 def effnet_from_configuration(configuration_manager, num_input_channels, num_output_channels,
@@ -105,5 +105,17 @@ class nnUNetTrainerEffNetB0Tiny_2epochs(TinyCPUSchedule, nnUNetTrainerEffNetB0):
 
 class nnUNetTrainerEffNetB0PaperTiny_2epochs(TinyCPUSchedule, nnUNetTrainerEffNetB0Paper):
     """nnUNetTrainerEffNetB0Paper at 1/4 width on the tiny CPU schedule: tests."""
+
+    network_overrides = {"width_multiplier": 0.25, "stem_features": 4}
+
+
+class nnUNetTrainerEffNetB0ShortCPU(ShortCPUSchedule, nnUNetTrainerEffNetB0):
+    """nnUNetTrainerEffNetB0 at 1/2 width on the short CPU schedule: the demo."""
+
+    network_overrides = {"width_multiplier": 0.5, "stem_features": 8}
+
+
+class nnUNetTrainerEffNetB0DemoCPU(DemoCPUSchedule, nnUNetTrainerEffNetB0):
+    """nnUNetTrainerEffNetB0 at 1/4 width on the demo's CPU schedule (about 2 s per iteration on 2 cores)."""
 
     network_overrides = {"width_multiplier": 0.25, "stem_features": 4}

@@ -1,7 +1,8 @@
 """Short CPU schedules for tests and the demo, and vanilla nnU-Net at a fraction of its width (the baseline).
 
-``TinyCPUSchedule`` is a mixin: 2 epochs of 2 iterations, one validation iteration, no test-time mirroring.
-``nnUNetTrainerTiny_2epochs`` applies it to nnU-Net's own PlainConvUNet exactly as planned (stages,
+``TinyCPUSchedule`` / ``ShortCPUSchedule`` / ``DemoCPUSchedule`` are mixins: short schedules without test-time
+mirroring (tests / benchmark / demo).
+``nnUNetTrainerTiny_2epochs`` applies the tiny one to nnU-Net's own PlainConvUNet exactly as planned (stages,
 kernels, strides) with every stage's feature count divided by 4 and capped at 64.
 """
 from __future__ import annotations
@@ -12,20 +13,73 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 
-class TinyCPUSchedule:
-    """Mixin (put it first in the bases): a schedule that runs a fold in well under a minute on 2 cores."""
+class CPUSchedule:
+    """Mixin (put it first in the bases): a short schedule without test-time mirroring.
+
+    Subclasses set ``schedule = (epochs, iterations per epoch, validation iterations per epoch)``.
+    """
+
+    schedule: tuple[int, int, int] = (2, 2, 1)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
+        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = self.schedule
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, initial_patch, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         self.inference_allowed_mirroring_axes = None
         return rotation, dummy_2d, initial_patch, None
+
+
+class TinyCPUSchedule(CPUSchedule):
+    """2 epochs of 2 iterations, one validation iteration: a fold in well under a minute on 2 cores (tests)."""
+
+    schedule = (2, 2, 1)
+
+
+class ShortCPUSchedule(CPUSchedule):
+    """8 epochs x 25 iterations: a few minutes per model on 2 CPU cores (the clip benchmark). Enough to
+    compare methods trained alike; far from converged."""
+
+    schedule = (8, 25, 2)
+
+
+class DemoCPUSchedule(CPUSchedule):
+    """4 epochs x 12 iterations: `nnunet-breast demo` on CPU, a minute or two per model on 2 cores. It shows
+    the whole loop working, not a trained model.
+
+    The output layers start from a 1 % foreground prior (RetinaNet's prior initialisation: weights ~ N(0, 0.01),
+    bias log(p / (1 - p))): from the default initialisation every sigmoid/softmax output starts anywhere, and after a few dozen
+    iterations the model still paints half the CT with every structure, which is noise in the previews and
+    millions of contour points in an RTSTRUCT. Starting from "background" the short run shows what it learnt.
+    """
+
+    schedule = (4, 12, 1)
+    foreground_prior = 0.01
+
+    def initialize(self):
+        super().initialize()
+        set_foreground_prior(self.network, self.foreground_prior, self.label_manager.has_regions)
+
+
+def set_foreground_prior(network: torch.nn.Module, prior: float, region_based: bool) -> None:
+    """Segmentation heads (``decoder.seg_layers``) re-initialised so that foreground starts at ``prior``.
+
+    Region-based (sigmoid per region): every output gets log(p / (1 - p)). Softmax: background 0 and each
+    foreground class log(p / (1 - p)), i.e. about ``prior`` each when there are few classes.
+    """
+    import math
+
+    net = getattr(network, "_orig_mod", network)
+    net = getattr(net, "module", net)
+    logit = math.log(prior / (1.0 - prior))
+    with torch.no_grad():
+        for head in net.decoder.seg_layers:
+            head.weight.normal_(0.0, 0.01)
+            head.bias.fill_(logit)
+            if not region_based:
+                head.bias[0] = 0.0
 
 
 def shrink_widths(arch_kwargs: dict, divisor: int = 4, cap: int = 64, floor: int = 4) -> dict:

@@ -6,6 +6,7 @@
 * ``single``: one nnU-Net model on the whole CT (the single-stage Res-SE-U-Net baseline).
 * ``threshold``: HU threshold inside the body mask (:mod:`nnunet_breast.clips.threshold`).
 
+Components under ``min_clip_mm3`` (2 mm^3) are dropped from every method's mask: a clip is 15-25 mm^3.
 Every CT first gets the clip datasets' preprocessing: HU outside the body mask set to air (-1000), as
 ``convert clips`` did for training. Per case, ``OUT/<case>.nii.gz`` (0/1 on the CT grid, nnU-Net's layout,
 so ``nnUNetv2_evaluate_folder`` and ``nnunet-breast evaluate`` read it) and ``OUT/<case>_clips.json``
@@ -31,6 +32,7 @@ from nnunet_breast.clips.table import clip_table, write_clips_json
 from nnunet_breast.clips.threshold import DEFAULT_THRESHOLD_HU, threshold_clips
 from nnunet_breast.files import atomic_write_csv
 from nnunet_breast.inputs import InputCT
+from nnunet_breast.islands import remove_islands
 from nnunet_breast.nnunet_predict import ModelRef, make_predictor, predict_files
 
 METHODS = ("cascade", "single", "threshold")
@@ -49,6 +51,7 @@ class ClipPredictOptions:
     num_processes_preprocessing: int = 1
     num_processes_export: int = 1
     keep_work: bool = False
+    min_clip_mm3: float = 2.0                   # specks below this are not clips (a clip is ~15-25 mm^3)
 
 
 @dataclass
@@ -60,13 +63,15 @@ class ClipPrediction:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def stage2_roi_settings(stage2: ModelRef) -> RoiSettings:
-    """The ROI settings stage 2 was trained with (its dataset.json, copied by nnU-Net into the model folder)."""
-    info = json.loads((stage2.folder() / "dataset.json").read_text()).get("nnunet_breast", {})
+def stage2_inputs(stage2: ModelRef) -> tuple[RoiSettings, bool]:
+    """ROI settings stage 2 was trained with and whether it takes the probability map (its dataset.json,
+    copied by nnU-Net into the model folder)."""
+    ds = json.loads((stage2.folder() / "dataset.json").read_text())
+    info = ds.get("nnunet_breast", {})
     if int(info.get("stage", 0)) != 2 or "roi" not in info:
         raise ValueError(f"{stage2.folder()} was not trained on a stage-2 dataset from `nnunet-breast cascade "
                          "prepare` (its dataset.json has no ROI settings)")
-    return RoiSettings.from_json(info["roi"])
+    return RoiSettings.from_json(info["roi"]), len(ds["channel_names"]) == 2
 
 
 def body_masked(image: sitk.Image) -> sitk.Image:
@@ -125,7 +130,7 @@ def predict_clips(cases: list[InputCT], out_dir: Path, opts: ClipPredictOptions,
     rows = []
     for c in tqdm(cases, desc="clip tables", disable=not progress, unit="case"):
         cid, img = c.case_id, c.image
-        mask = masks[cid].astype(bool)
+        mask = remove_islands(masks[cid], img.GetSpacing()[::-1], opts.min_clip_mm3, keep_largest=False)
         clips = clip_table(mask, img)
         seg = sitk.GetImageFromArray(mask.astype(np.uint8))
         seg.CopyInformation(img)
@@ -161,7 +166,8 @@ def _read_mask(path: Path) -> np.ndarray:
 
 
 def _stage2(ids, images, work: Path, opts: ClipPredictOptions, timings: dict, progress: bool):
-    settings = stage2_roi_settings(opts.stage2)
+    settings, with_map = stage2_inputs(opts.stage2)
+    channels = (0, 1) if with_map else (0,)
     t0 = time.perf_counter()
     rois: dict[str, Roi] = {}
     (work / "stage2_in").mkdir()
@@ -173,13 +179,14 @@ def _stage2(ids, images, work: Path, opts: ClipPredictOptions, timings: dict, pr
         rois[cid] = roi
         crop = crop_image(img, roi)
         sitk.WriteImage(crop, str(work / "stage2_in" / f"{cid}_0000.nii.gz"))
-        pmap = sitk.GetImageFromArray(fg[roi.slices()])
-        pmap.CopyInformation(crop)
-        sitk.WriteImage(pmap, str(work / "stage2_in" / f"{cid}_0001.nii.gz"))
+        if with_map:
+            pmap = sitk.GetImageFromArray(fg[roi.slices()])
+            pmap.CopyInformation(crop)
+            sitk.WriteImage(pmap, str(work / "stage2_in" / f"{cid}_0001.nii.gz"))
     timings["roi_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     p2 = make_predictor(opts.stage2, opts.device, opts.tile_step_size, opts.use_mirroring)
-    predict_files(p2, [[work / "stage2_in" / f"{c}_000{k}.nii.gz" for k in (0, 1)] for c in ids],
+    predict_files(p2, [[work / "stage2_in" / f"{c}_000{k}.nii.gz" for k in channels] for c in ids],
                   [work / "stage2" / c for c in ids], save_probabilities=False,
                   num_processes_preprocessing=opts.num_processes_preprocessing,
                   num_processes_export=opts.num_processes_export)

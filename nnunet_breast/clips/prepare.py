@@ -122,9 +122,13 @@ def _write(arr_or_img, path: Path, reference: sitk.Image | None = None) -> None:
 
 def prepare_stage2(stage1_id: int, stage2_id: int, *, name: str | None = None, trainer: str = STAGE1_TRAINER,
                    plans: str = "nnUNetPlans", configuration: str = STAGE1_CONFIG,
-                   settings: RoiSettings = RoiSettings(), overwrite: bool = False,
+                   settings: RoiSettings = RoiSettings(), with_map: bool = True, overwrite: bool = False,
                    progress: bool = True) -> PrepareResult:
-    """Build ``$nnUNet_raw/Dataset<stage2_id>_<name>`` (see the module docstring)."""
+    """Build ``$nnUNet_raw/Dataset<stage2_id>_<name>`` (see the module docstring).
+
+    ``with_map=False`` writes the CT crops only: the dataset of the paper's "segmentation net without the
+    feature map" ablation (``nnUNetTrainerClipSegmentationNoMap``); the ROI still comes from stage 1.
+    """
     raw1 = dataset_dir("nnUNet_raw", stage1_id)
     ds1 = json.loads((raw1 / "dataset.json").read_text())
     if list(ds1.get("channel_names", {}).values()) != ["noNorm"]:
@@ -164,18 +168,21 @@ def prepare_stage2(stage1_id: int, stage2_id: int, *, name: str | None = None, t
         lab = sitk.GetArrayFromImage(label)
         outside = int((lab > 0).sum() - (lab[roi.slices()] > 0).sum())
         _write(crop_image(image, roi), staging / "imagesTr" / f"{cid}_0000.nii.gz")
-        _write(fg[roi.slices()], staging / "imagesTr" / f"{cid}_0001.nii.gz", crop_image(image, roi))
+        if with_map:
+            _write(fg[roi.slices()], staging / "imagesTr" / f"{cid}_0001.nii.gz", crop_image(image, roi))
         _write(crop_image(label, roi), staging / "labelsTr" / f"{cid}.nii.gz")
         rois[cid] = {"roi": roi.to_json(), "fold": fold, "image_size_zyx": list(hu.shape),
                      "label_voxels_outside": outside}
 
-    ds2 = {"channel_names": {"0": "noNorm", "1": "noNorm"}, "labels": ds1["labels"], "numTraining": len(case_ids),
+    channels = {"0": "noNorm", "1": "noNorm"} if with_map else {"0": "noNorm"}
+    ds2 = {"channel_names": channels, "labels": ds1["labels"], "numTraining": len(case_ids),
            "file_ending": ds1.get("file_ending", ".nii.gz"), "name": name,
            "description": f"clip stage 2: ROI crops of {raw1.name} with out-of-fold stage-1 probability maps",
            "nnunet_breast": {"cohort": "clips", "stage": 2,
                              "stage1": {"dataset_id": int(stage1_id), "trainer": trainer, "plans": plans,
                                         "configuration": configuration},
-                             "roi": settings.to_json(), "channels": ["CT (raw HU)", "stage-1 clip probability"]}}
+                             "roi": settings.to_json(),
+                             "channels": ["CT (raw HU)", "stage-1 clip probability"][: len(channels)]}}
     atomic_write_text(staging / "cascade_rois.json", json.dumps(rois, indent=1))
     if (raw1 / "cohort.csv").is_file():
         shutil.copy2(raw1 / "cohort.csv", staging / "cohort.csv")

@@ -35,6 +35,8 @@ def add_arguments(p):
     prep.add_argument("--margin-mm", type=float, default=10.0, help="margin around the predicted clips (10)")
     prep.add_argument("--min-size-mm", type=float, default=192.0,
                       help="minimum ROI edge per axis, mm (192 = 96 voxels at 2 mm)")
+    prep.add_argument("--no-map", action="store_true",
+                      help="CT crops only (ablation: nnUNetTrainerClipSegmentationNoMap); the ROI still from stage 1")
     prep.add_argument("--overwrite", action="store_true", help="replace an existing stage-2 dataset")
 
 
@@ -45,7 +47,7 @@ def run(args) -> int:
         settings = RoiSettings(args.threshold, args.margin_mm, args.min_size_mm)
         result = prepare_stage2(args.dataset_id, args.stage2_id, name=args.name, trainer=args.trainer,
                                 plans=args.plans, configuration=args.configuration, settings=settings,
-                                overwrite=args.overwrite)
+                                with_map=not args.no_map, overwrite=args.overwrite)
     except (CascadeError, ValueError) as e:
         raise UserError(str(e)) from None
     n = len(result.rois)

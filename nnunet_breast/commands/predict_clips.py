@@ -48,41 +48,47 @@ def add_arguments(p):
     p.add_argument("--keep-work", action="store_true", help="keep intermediate files in OUT/.work")
 
 
-def _folds(values):
-    if not values:
-        return None
-    return tuple(v if v == "all" else int(v) for v in values)
+def folds_arg(values):
+    """nnU-Net's -f values: ints, or 'all'; None when not given (every trained fold)."""
+    return None if not values else tuple(v if v == "all" else int(v) for v in values)
 
 
-def clip_options(args, method: str):
-    """ClipPredictOptions from the parsed model arguments (shared with `nnunet-breast predict`)."""
+def clip_model_refs(method: str, dataset_id, trainer, configuration, stage2_id, stage2_trainer, stage2_configuration,
+                    plans: str = "nnUNetPlans", folds=None, stage2_folds=None, checkpoint: str = "checkpoint_final.pth"):
+    """(stage 1 or single model, stage 2) for a clip method, with the defaults of each method."""
+    from nnunet_breast.nnunet_predict import ModelRef
+
+    if method == "threshold":
+        return None, None
+    if dataset_id is None:
+        raise UserError(f"the clip method {method} needs the clip dataset its model was trained on (-d / --clips-d)")
+    single = method == "single"
+    stage1 = ModelRef(dataset_id, trainer or ("nnUNetTrainerClipSingleStage" if single else "nnUNetTrainerClipLocation"),
+                      configuration or ("3d_clip_fullres" if single else "3d_clip_location"), plans, folds_arg(folds),
+                      checkpoint)
+    if single:
+        return stage1, None
+    if stage2_id is None:
+        raise UserError("the clip cascade needs --stage2-id (the dataset written by `cascade prepare`)")
+    return stage1, ModelRef(stage2_id, stage2_trainer, stage2_configuration, plans, folds_arg(stage2_folds), checkpoint)
+
+
+def clip_options(args):
     from nnunet_breast.clips.predict import ClipPredictOptions
-    from nnunet_breast.nnunet_predict import ModelRef, default_device
+    from nnunet_breast.nnunet_predict import default_device
 
-    stage1 = stage2 = None
-    if method != "threshold":
-        if args.dataset_id is None:
-            raise UserError(f"--method {method} needs -d (the clip dataset the model was trained on)")
-        single = method == "single"
-        stage1 = ModelRef(args.dataset_id, args.trainer or ("nnUNetTrainerClipSingleStage" if single
-                                                            else "nnUNetTrainerClipLocation"),
-                          args.configuration or ("3d_clip_fullres" if single else "3d_clip_location"),
-                          args.plans, _folds(args.folds), args.checkpoint)
-        if method == "cascade":
-            if args.stage2_id is None:
-                raise UserError("the cascade needs --stage2-id (the dataset written by `cascade prepare`)")
-            stage2 = ModelRef(args.stage2_id, args.stage2_trainer, args.stage2_configuration, args.plans,
-                              _folds(args.stage2_folds), args.checkpoint)
-    return ClipPredictOptions(method, stage1, stage2, args.device or default_device(), not args.disable_tta,
-                              args.step_size, getattr(args, "threshold_hu", 1500.0), getattr(args, "side", None),
-                              args.npp, args.nps, getattr(args, "keep_work", False))
+    stage1, stage2 = clip_model_refs(args.method, args.dataset_id, args.trainer, args.configuration, args.stage2_id,
+                                     args.stage2_trainer, args.stage2_configuration, args.plans, args.folds,
+                                     args.stage2_folds, args.checkpoint)
+    return ClipPredictOptions(args.method, stage1, stage2, args.device or default_device(), not args.disable_tta,
+                              args.step_size, args.threshold_hu, args.side, args.npp, args.nps, args.keep_work)
 
 
 def run(args) -> int:
     from nnunet_breast.clips.predict import predict_clips
     from nnunet_breast.inputs import InputError, load_inputs
 
-    opts = clip_options(args, args.method)
+    opts = clip_options(args)
     try:
         cases = load_inputs(args.input)
         if args.output.resolve().is_relative_to(args.input.resolve()) and args.input.is_dir():

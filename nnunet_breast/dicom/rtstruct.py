@@ -1,10 +1,12 @@
 """RTSTRUCT: structure masks on a CT grid -> CLOSED_PLANAR contours referencing the CT slices."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -21,6 +23,18 @@ class RoiSpec:
     color: tuple[int, int, int] = (255, 0, 0)
     algorithm: str = "MANUAL"        # ROIGenerationAlgorithm: MANUAL, SEMIAUTOMATIC, AUTOMATIC
     description: str = ""
+
+
+@contextmanager
+def _trusted_decimal_strings():
+    """Skip pydicom's per-value regex check of DS values while contours are built: ``ds_str`` already
+    guarantees valid strings of <= 16 characters, and a structure set holds millions of them."""
+    old = pydicom_config.settings.reading_validation_mode
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    try:
+        yield
+    finally:
+        pydicom_config.settings.reading_validation_mode = old
 
 
 def _contour_item(poly_xy: np.ndarray, spacing, origin, ref: SliceRef) -> Dataset:
@@ -96,9 +110,10 @@ def write_rtstruct(rois: list[RoiSpec], ct_refs: list[SliceRef], spacing, origin
         rc.ROIDisplayColor = list(roi.color)
         rc.ReferencedROINumber = number
         rc.ContourSequence = Sequence()
-        for k in np.flatnonzero(roi.mask.any(axis=(1, 2))):
-            for poly in mask_to_polygons(roi.mask[k], simplify_tolerance=simplify_tolerance):
-                rc.ContourSequence.append(_contour_item(poly, spacing, origin, ct_refs[k]))
+        with _trusted_decimal_strings():
+            for k in np.flatnonzero(roi.mask.any(axis=(1, 2))):
+                for poly in mask_to_polygons(roi.mask[k], simplify_tolerance=simplify_tolerance):
+                    rc.ContourSequence.append(_contour_item(poly, spacing, origin, ct_refs[k]))
         ds.ROIContourSequence.append(rc)
 
         obs = Dataset()

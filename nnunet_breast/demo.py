@@ -1,0 +1,210 @@
+"""``nnunet-breast demo``: the whole loop on synthetic patients, with no data of the user's.
+
+Synthetic TPS exports (DICOM CT + RTSTRUCT) -> converters -> stock nnU-Net planning and preprocessing +
+our plans -> short training of the breast model (EfficientNet-B0 U-Net) and the clip model -> evaluation
+tables and plots -> prediction on new synthetic patients: NIfTI masks, RTSTRUCTs for the TPS, clips.json,
+tumour-bed proposals, PNG previews. Every nnU-Net step is the stock CLI, printed as it runs, so the demo
+doubles as a recipe. Its nnU-Net folders live inside ``--out``; the user's own are never touched.
+
+Training is a short schedule, fold 0 (:data:`SCHEDULES`; on CPU 4 epochs x 12 iterations): the contours
+show that everything is wired, not what a real training run reaches. The clip model is the single-stage
+Res-SE-U-Net by default; ``--cascade`` trains the two-stage cascade instead (five stage-1 folds for the
+out-of-fold maps, then stage 2; a few minutes more).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+BREAST_ID, CLIPS_ID, STAGE2_ID, CLIPS_TEST_ID = 701, 702, 703, 704
+#: (breast trainer, clip trainer suffix) per device: a minute or two per model on 2 CPU cores; on a GPU, 10 / 5
+#: nnU-Net epochs of 250 iterations, a few minutes
+SCHEDULES = {"cpu": ("nnUNetTrainerEffNetB0DemoCPU", "DemoCPU"), "cuda": ("nnUNetTrainerEffNetB0_10epochs", "_5epochs")}
+
+
+class DemoError(RuntimeError):
+    """A demo step failed; the message names the command and the end of its log."""
+
+
+class Demo:
+    def __init__(self, out: Path, device: str, n_train: int = 5, n_new: int = 2, cascade: bool = False,
+                 breast_trainer: str | None = None, clip_suffix: str | None = None):
+        self.out = Path(out).resolve()
+        self.device = device
+        self.n_train, self.n_new, self.cascade = n_train, n_new, cascade
+        self.breast_trainer = breast_trainer or SCHEDULES[device][0]
+        self.clip_suffix = clip_suffix or SCHEDULES[device][1]
+        self.logs = self.out / "logs"
+        self.t0 = time.perf_counter()
+        self.step_no = 0
+
+    # ------------------------------------------------------------------------------------------ plumbing
+    def environ(self) -> dict[str, str]:
+        from nnunet_breast.env import child_environ
+
+        nn = {v: str(self.out / "nnunet" / v) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+        cpus = str(max(1, min(2, os.cpu_count() or 1)))
+        defaults = {"nnUNet_def_n_proc": cpus, "nnUNet_n_proc_DA": cpus, "nnUNet_compile": "false"}
+        return child_environ(**{**defaults, **{k: v for k, v in os.environ.items() if k in defaults}, **nn})
+
+    def step(self, title: str) -> None:
+        self.step_no += 1
+        print(f"\n[{self.step_no}] {title}  (t = {time.perf_counter() - self.t0:.0f} s)", flush=True)
+
+    def sh(self, *cmd) -> None:
+        """Run a console script of this environment, log its output, fail loudly."""
+        cmd = [str(c) for c in cmd]
+        print("  $ " + " ".join(cmd), flush=True)
+        exe = Path(sys.executable).parent / cmd[0]
+        log = self.logs / f"{self.step_no:02d}_{cmd[0]}_{int(time.time() * 1000) % 100000}.log"
+        with open(log, "w") as f:
+            r = subprocess.run([str(exe) if exe.exists() else cmd[0], *cmd[1:]], stdout=f, stderr=subprocess.STDOUT,
+                               env=self.environ())
+        if r.returncode != 0:
+            tail = log.read_text()[-2000:]
+            raise DemoError(f"`{' '.join(cmd)}` failed (exit {r.returncode}); log {log}:\n{tail}")
+
+    # ------------------------------------------------------------------------------------------ the demo
+    def run(self) -> dict[str, Path]:
+        if self.out.exists():
+            shutil.rmtree(self.out)          # the demo folder is the demo's own: rebuilt from scratch
+        self.logs.mkdir(parents=True)
+        for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+            (self.out / "nnunet" / v).mkdir(parents=True)
+        os.environ.update({k: v for k, v in self.environ().items() if k.startswith("nnUNet_")})
+        self.make_data()
+        self.train_breast()
+        self.train_clips()
+        evaluation = self.evaluate()
+        predictions = self.predict()
+        outputs = {**evaluation, **predictions}
+        self.step(f"done in {time.perf_counter() - self.t0:.0f} s")
+        for k, v in outputs.items():
+            print(f"  {k:<28} {v}")
+        return outputs
+
+    def make_data(self) -> None:
+        from nnunet_breast.synth.cohort import write_cohort
+
+        self.step("synthetic TPS exports (DICOM CT + RTSTRUCT [+ RTDOSE])")
+        exports = self.out / "exports"
+        write_cohort("breast", self.n_train, exports / "breast_train", seed=0, size="small")
+        write_cohort("clips", self.n_train, exports / "clips_train", seed=0, size="small")
+        write_cohort("clips", self.n_new, exports / "new_patients", seed=2026, size="small")
+        self.step("convert to nnU-Net datasets")
+        self.sh("nnunet-breast", "convert", "breast", "-i", exports / "breast_train", "-d", BREAST_ID, "-np", "1")
+        self.sh("nnunet-breast", "convert", "clips", "-i", exports / "clips_train", "-d", CLIPS_ID, "-np", "1")
+        self.sh("nnunet-breast", "convert", "clips", "-i", exports / "new_patients", "-d", CLIPS_TEST_ID,
+                "--name", "NewPatientsClips", "-np", "1")
+
+    def train_breast(self) -> None:
+        self.step("breast model: stock planning + EfficientNet-B0 plans, train fold 0")
+        self.sh("nnUNetv2_plan_and_preprocess", "-d", BREAST_ID, "-c", "3d_fullres", "-np", "1")
+        self.sh("nnunet-breast", "plan", "-d", BREAST_ID, "--no-paper")
+        self.sh("nnUNetv2_train", BREAST_ID, "3d_fullres_effnetb0", "0", "-tr", self.breast_trainer, "--npz",
+                "-device", self.device)
+
+    def train_clips(self) -> None:
+        t1, t2, ts = (f"nnUNetTrainerClip{n}{self.clip_suffix}" for n in ("Location", "Segmentation", "SingleStage"))
+        self.step("clip model: stock planning + Res-SE-U-Net plans, train")
+        self.sh("nnUNetv2_plan_and_preprocess", "-d", CLIPS_ID, "--no_pp", "-np", "1")
+        self.sh("nnunet-breast", "plan", "-d", CLIPS_ID, "--model", "clips")
+        if not self.cascade:
+            self.sh("nnUNetv2_preprocess", "-d", CLIPS_ID, "-c", "3d_clip_fullres", "-np", "1")
+            self.sh("nnUNetv2_train", CLIPS_ID, "3d_clip_fullres", "0", "-tr", ts, "-device", self.device)
+            return
+        self.sh("nnUNetv2_preprocess", "-d", CLIPS_ID, "-c", "3d_clip_location", "-np", "1")
+        for fold in range(5):
+            self.sh("nnUNetv2_train", CLIPS_ID, "3d_clip_location", fold, "-tr", t1, "--npz", "-device", self.device)
+        self.sh("nnunet-breast", "cascade", "prepare", "-d", CLIPS_ID, "--stage2-id", STAGE2_ID, "-tr", t1)
+        self.sh("nnUNetv2_plan_and_preprocess", "-d", STAGE2_ID, "--no_pp", "-np", "1")
+        self.sh("nnunet-breast", "plan", "-d", STAGE2_ID, "--model", "clips")
+        self.sh("nnUNetv2_preprocess", "-d", STAGE2_ID, "-c", "3d_clip_segmentation", "-np", "1")
+        self.sh("nnUNetv2_train", STAGE2_ID, "3d_clip_segmentation", "0", "-tr", t2, "-device", self.device)
+
+    def evaluate(self) -> dict[str, Path]:
+        from nnunet_breast.env import dataset_dir
+
+        self.step("evaluate the breast model on its fold-0 validation cases (tables + box plots)")
+        raw = dataset_dir("nnUNet_raw", BREAST_ID)
+        val = (dataset_dir("nnUNet_results", BREAST_ID) / f"{self.breast_trainer}__nnUNetPlans__3d_fullres_effnetb0"
+               / "fold_0" / "validation")
+        ev = self.out / "evaluation_breast"
+        self.sh("nnunet-breast", "evaluate", "--ref", raw / "labelsTr", "--pred", val, "-d", BREAST_ID, "-o", ev,
+                "-np", "1")
+        self.sh("nnunet-breast", "report", "--metrics", ev / "metrics.csv", "-d", BREAST_ID, "--by", "contrast",
+                "-o", ev / "report")
+        return {"breast metrics": ev / "metrics.csv", "breast report": ev / "report"}
+
+    def predict(self) -> dict[str, Path]:
+        self.step("predict on new patients (DICOM in): contours, clips, tumour-bed proposal, RTSTRUCT, previews")
+        out = self.out / "predictions"
+        clip_args = (["--clips-method", "cascade", "--clips-d", CLIPS_ID, "--stage2-id", STAGE2_ID,
+                      "--clips-tr", f"nnUNetTrainerClipLocation{self.clip_suffix}",
+                      "--stage2-tr", f"nnUNetTrainerClipSegmentation{self.clip_suffix}"] if self.cascade else
+                     ["--clips-method", "single", "--clips-d", CLIPS_ID,
+                      "--clips-tr", f"nnUNetTrainerClipSingleStage{self.clip_suffix}"])
+        self.sh("nnunet-breast", "predict", "-i", self.out / "exports" / "new_patients", "-o", out, "--model", "both",
+                "-d", BREAST_ID, "-tr", self.breast_trainer, *clip_args, "-device", self.device)
+        table = self.score_clips(out)
+        return {"predictions": out, "summary": out / "summary.csv", "clip scores": table,
+                "RTSTRUCTs": out / "*/RS.*.dcm", "previews": out / "*/preview.png"}
+
+    def score_clips(self, pred: Path) -> Path:
+        """Clip DSC / HD95 / detection of the new patients against their (synthetic) truth."""
+        from nnunet_breast.env import dataset_dir
+        from nnunet_breast.evaluation.clip_detection import detect_clips
+        from nnunet_breast.evaluation.metrics import structure_metrics
+        from nnunet_breast.files import atomic_write_csv
+
+        truth = dataset_dir("nnUNet_raw", CLIPS_TEST_ID) / "labelsTr"
+        rows = []
+        for ref_file in sorted(truth.glob("*.nii.gz")):
+            cid = ref_file.name[: -len(".nii.gz")]
+            ref_img = sitk.ReadImage(str(ref_file))
+            ref = sitk.GetArrayFromImage(ref_img) > 0
+            got = sitk.GetArrayFromImage(sitk.ReadImage(str(pred / cid / "masks" / "Clips.nii.gz"))) > 0
+            sp = ref_img.GetSpacing()[::-1]
+            m, d = structure_metrics(ref, got, sp), detect_clips(ref, got, sp)
+            rows.append({"case_id": cid, "dsc": round(m.dsc, 4), "hd95_mm": round(m.hd95, 2),
+                         "assd_mm": round(m.assd, 2), "clips_found": d.true_positives, "clips_missed": d.missed,
+                         "false_clips": d.false_positives})
+        path = self.out / "evaluation_clips.csv"
+        atomic_write_csv(path, list(rows[0]) if rows else ["case_id"], rows)
+        for r in rows:
+            print(f"  {r['case_id']}: clip DSC {r['dsc']:.3f}, found {r['clips_found']}, missed {r['clips_missed']}, "
+                  f"false {r['false_clips']}")
+        return path
+
+
+def read_summary(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def check_outputs(out: Path) -> dict[str, int]:
+    """Read every demo output back (RTSTRUCT with pydicom, masks with SimpleITK, PNGs); counts per kind."""
+    import pydicom
+    from PIL import Image
+
+    counts = {"rtstruct": 0, "masks": 0, "png": 0}
+    for rs in out.glob("predictions/*/RS.*.dcm"):
+        ds = pydicom.dcmread(rs)
+        assert ds.Modality == "RTSTRUCT" and len(ds.StructureSetROISequence) > 0
+        counts["rtstruct"] += 1
+    for m in out.glob("predictions/*/masks/*.nii.gz"):
+        assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(m))))) <= {0, 1}
+        counts["masks"] += 1
+    for png in list(out.glob("predictions/*/preview.png")) + list(out.glob("evaluation_breast/report/*.png")):
+        with Image.open(png) as im:
+            im.verify()
+        counts["png"] += 1
+    return counts
