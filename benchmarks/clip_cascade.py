@@ -37,6 +37,8 @@ def main() -> int:
     ap.add_argument("--trainer-suffix", default="ShortCPU", help="ShortCPU (default), Tiny_2epochs, or '' (paper)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-training", action="store_true")
+    ap.add_argument("--checkpoint", default="checkpoint_final.pth",
+                    help="stage-2 / single-stage checkpoint (checkpoint_best.pth: a run stopped early)")
     args = ap.parse_args()
 
     from nnunet_breast import env
@@ -83,9 +85,10 @@ def main() -> int:
         run("nnUNetv2_train", "502", "3d_clip_fullres", "0", "-tr", ts, "-device", args.device)
         timings["pipeline_and_training_s"] = round(time.perf_counter() - t0, 1)
 
-    quality = evaluate_methods(work, dirs, t1, t2, ts, args.device)
-    speed = time_methods(work, t1, t2, ts, args.device)
-    result = {"quality": quality, "speed": speed, "trainers": [t1, t2, ts], "n_train": args.n_train,
+    quality = evaluate_methods(work, dirs, t1, t2, ts, args.device, args.checkpoint)
+    speed = time_methods(work, t1, t2, ts, args.device, args.checkpoint)
+    result = {"quality": quality, "speed": speed, "trainers": [t1, t2, ts], "checkpoint": args.checkpoint,
+              "n_train": args.n_train,
               "n_test": args.n_test, **timings}
     (work / "clip_cascade_benchmark.json").write_text(json.dumps(result, indent=2))
     print(markdown(quality))
@@ -94,20 +97,21 @@ def main() -> int:
     return 0
 
 
-def _opts(method, t1, t2, ts, device, folds1=None):
+def _opts(method, t1, t2, ts, device, checkpoint, folds1=None):
     from nnunet_breast.clips.predict import ClipPredictOptions
     from nnunet_breast.nnunet_predict import ModelRef
 
     if method == "cascade":
         return ClipPredictOptions("cascade", ModelRef(502, t1, "3d_clip_location", folds=folds1),
-                                  ModelRef(503, t2, "3d_clip_segmentation", folds=(0,)), device, use_mirroring=False)
-    if method == "single":
-        return ClipPredictOptions("single", ModelRef(502, ts, "3d_clip_fullres", folds=(0,)), None, device,
+                                  ModelRef(503, t2, "3d_clip_segmentation", folds=(0,), checkpoint=checkpoint), device,
                                   use_mirroring=False)
+    if method == "single":
+        return ClipPredictOptions("single", ModelRef(502, ts, "3d_clip_fullres", folds=(0,), checkpoint=checkpoint),
+                                  None, device, use_mirroring=False)
     return ClipPredictOptions("threshold", device=device)
 
 
-def evaluate_methods(work, dirs, t1, t2, ts, device) -> dict:
+def evaluate_methods(work, dirs, t1, t2, ts, device, checkpoint) -> dict:
     from nnunet_breast.clips.predict import predict_clips
     from nnunet_breast.evaluation.clip_detection import detect_clips
     from nnunet_breast.evaluation.metrics import structure_metrics
@@ -117,7 +121,8 @@ def evaluate_methods(work, dirs, t1, t2, ts, device) -> dict:
     cases = load_inputs(test_raw / "imagesTr")
     out = {}
     for method in ("cascade", "single", "threshold"):
-        preds, _ = predict_clips(cases, work / f"pred_{method}", _opts(method, t1, t2, ts, device), progress=False)
+        preds, _ = predict_clips(cases, work / f"pred_{method}", _opts(method, t1, t2, ts, device, checkpoint),
+                                  progress=False)
         rows = []
         for p in preds:
             ref_img = sitk.ReadImage(str(test_raw / "labelsTr" / f"{p.case_id}.nii.gz"))
@@ -137,7 +142,7 @@ def evaluate_methods(work, dirs, t1, t2, ts, device) -> dict:
     return out
 
 
-def time_methods(work, t1, t2, ts, device) -> dict:
+def time_methods(work, t1, t2, ts, device, checkpoint) -> dict:
     from nnunet_breast.clips.predict import predict_clips
     from nnunet_breast.inputs import load_inputs
 
@@ -145,8 +150,8 @@ def time_methods(work, t1, t2, ts, device) -> dict:
     res = {"shape_zyx": list(cases[0].image.GetSize()[::-1])}
     for method in ("single", "cascade"):
         t0 = time.perf_counter()
-        preds, stages = predict_clips(cases, work / f"speed_{method}", _opts(method, t1, t2, ts, device, (0,)),
-                                      progress=False)
+        opts = _opts(method, t1, t2, ts, device, checkpoint, (0,))
+        preds, stages = predict_clips(cases, work / f"speed_{method}", opts, progress=False)
         res[f"{method}_s"] = round(time.perf_counter() - t0, 2)
         res[f"{method}_stages_s"] = {k: round(v, 2) for k, v in stages.items()}
         if preds[0].roi is not None:

@@ -2,7 +2,6 @@
 inputs, RTSTRUCT for the TPS, tumour-bed proposal, bad inputs, reruns, -num_parts)."""
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,8 +16,7 @@ from nnunet_breast import catalog
 from nnunet_breast.env import child_environ
 from nnunet_breast.inputs import load_inputs
 
-TINY_EFFNET = "nnUNetTrainerEffNetB0Tiny_2epochs"
-TINY_SINGLE = "nnUNetTrainerClipSingleStageTiny_2epochs"
+TINY_EFFNET = "nnUNetTrainerEffNetB0QuickCPU"
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +96,7 @@ def test_predict_nifti_input_reruns_and_parts(demo, tmp_path):
     done = [p.name for p in pred.iterdir() if p.is_dir()]
     assert len(done) == 1 and not (pred / done[0] / f"RS.{done[0]}.dcm").exists()    # NIfTI: nothing to reference
     mask = sitk.ReadImage(str(pred / done[0] / "masks" / "Heart.nii.gz"))
-    assert mask.GetSize() == cases[0].image.GetSize()
+    assert mask.GetSize() == {c.case_id: c for c in cases}[done[0]].image.GetSize()
     before = (pred / done[0] / "masks" / "Heart.nii.gz").stat().st_mtime_ns
     r = predict("-i", nii, "-o", pred, "--model", "breast", *common)
     assert "exists, skipped" in r.stdout and len([p for p in pred.iterdir() if p.is_dir()]) == 2

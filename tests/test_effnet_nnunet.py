@@ -71,8 +71,14 @@ def test_plan_refuses_without_stock_plans(run_cli, nnunet_dirs):
 
 def test_five_folds_find_best_and_predict(planned, tmp_path):
     run = planned["run"]
-    for fold in range(5):
-        run("nnUNetv2_train", "501", planning.EFFNET_CONFIG, str(fold), "-tr", TRAINER, "-device", "cpu")
+    from concurrent.futures import ThreadPoolExecutor
+
+    def train(fold):
+        return run("nnUNetv2_train", "501", planning.EFFNET_CONFIG, str(fold), "-tr", TRAINER, "-device", "cpu")
+
+    train(0)                                    # writes splits_final.json; then two stock processes at a time
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(train, range(1, 5)))
     results = planned["dirs"]["nnUNet_results"] / "Dataset501_BreastRT"
     model = results / f"{TRAINER}__nnUNetPlans__{planning.EFFNET_CONFIG}"
     assert all((model / f"fold_{f}" / "checkpoint_final.pth").is_file() for f in range(5))

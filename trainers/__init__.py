@@ -9,7 +9,7 @@ from nnunet_breast.trainers.effnet import (nnUNetTrainerEffNetB0, nnUNetTrainerE
                                            nnUNetTrainerEffNetB0_50epochs, nnUNetTrainerEffNetB0Paper,
                                            nnUNetTrainerEffNetB0Paper_5epochs, nnUNetTrainerEffNetB0PaperTiny_2epochs,
                                            nnUNetTrainerEffNetB0Tiny_2epochs, nnUNetTrainerEffNetB0ShortCPU,
-                                           nnUNetTrainerEffNetB0DemoCPU)
+                                           nnUNetTrainerEffNetB0DemoCPU, nnUNetTrainerEffNetB0QuickCPU)
 from nnunet_breast.trainers.clips import (nnUNetTrainerClipLocation, nnUNetTrainerClipLocation_5epochs,
                                           nnUNetTrainerClipLocationNoBinary, nnUNetTrainerClipLocationTiny_2epochs,
                                           nnUNetTrainerClipSegmentation, nnUNetTrainerClipSegmentation_5epochs,
@@ -18,12 +18,14 @@ from nnunet_breast.trainers.clips import (nnUNetTrainerClipLocation, nnUNetTrain
                                           nnUNetTrainerClipSingleStageTiny_2epochs, nnUNetTrainerClipLocationShortCPU,
                                           nnUNetTrainerClipSegmentationShortCPU, nnUNetTrainerClipSingleStageShortCPU,
                                           nnUNetTrainerClipSingleStage_5epochs, nnUNetTrainerClipLocationDemoCPU,
-                                          nnUNetTrainerClipSegmentationDemoCPU, nnUNetTrainerClipSingleStageDemoCPU)
+                                          nnUNetTrainerClipSegmentationDemoCPU, nnUNetTrainerClipSingleStageDemoCPU,
+                                          nnUNetTrainerClipLocationQuickCPU, nnUNetTrainerClipSegmentationQuickCPU,
+                                          nnUNetTrainerClipSingleStageQuickCPU)
 from nnunet_breast.trainers.tiny import nnUNetTrainerTiny_2epochs
 
 __all__ = ["nnUNetTrainerTiny_2epochs", "nnUNetTrainerEffNetB0", "nnUNetTrainerEffNetB0_5epochs", "nnUNetTrainerEffNetB0_10epochs",
            "nnUNetTrainerEffNetB0_50epochs", "nnUNetTrainerEffNetB0Paper", "nnUNetTrainerEffNetB0Paper_5epochs",
-           "nnUNetTrainerEffNetB0Tiny_2epochs", "nnUNetTrainerEffNetB0PaperTiny_2epochs", "nnUNetTrainerEffNetB0ShortCPU", "nnUNetTrainerEffNetB0DemoCPU",
+           "nnUNetTrainerEffNetB0Tiny_2epochs", "nnUNetTrainerEffNetB0PaperTiny_2epochs", "nnUNetTrainerEffNetB0ShortCPU", "nnUNetTrainerEffNetB0DemoCPU", "nnUNetTrainerEffNetB0QuickCPU",
            "nnUNetTrainerClipLocation", "nnUNetTrainerClipLocationNoBinary", "nnUNetTrainerClipSegmentation",
            "nnUNetTrainerClipSegmentationNoMap", "nnUNetTrainerClipLocation_5epochs",
            "nnUNetTrainerClipSegmentation_5epochs", "nnUNetTrainerClipLocationTiny_2epochs",
@@ -31,4 +33,6 @@ __all__ = ["nnUNetTrainerTiny_2epochs", "nnUNetTrainerEffNetB0", "nnUNetTrainerE
            "nnUNetTrainerClipSingleStageTiny_2epochs", "nnUNetTrainerClipLocationShortCPU",
            "nnUNetTrainerClipSegmentationShortCPU", "nnUNetTrainerClipSingleStageShortCPU",
            "nnUNetTrainerClipSingleStage_5epochs", "nnUNetTrainerClipLocationDemoCPU",
-           "nnUNetTrainerClipSegmentationDemoCPU", "nnUNetTrainerClipSingleStageDemoCPU"]
+           "nnUNetTrainerClipSegmentationDemoCPU", "nnUNetTrainerClipSingleStageDemoCPU",
+           "nnUNetTrainerClipLocationQuickCPU", "nnUNetTrainerClipSegmentationQuickCPU",
+           "nnUNetTrainerClipSingleStageQuickCPU"]

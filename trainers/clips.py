@@ -56,7 +56,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from nnunet_breast.networks.res_se_unet import ARCH_KWARGS_REQ_IMPORT, NETWORK_CLASS_NAME
 from nnunet_breast.trainers.augmentation import INTENSITY_TRANSFORMS, transform_name
-from nnunet_breast.trainers.tiny import DemoCPUSchedule, ShortCPUSchedule, TinyCPUSchedule
+from nnunet_breast.trainers.tiny import DemoCPUSchedule, QuickDemoCPUSchedule, ShortCPUSchedule, TinyCPUSchedule
 
 __all__ = ["ClipTrainerBase", "ClipChannelMismatchError", "CTIntensityScalingTransform", "HUPaddedSpatialTransform",
            "LinearWarmupCosineLRScheduler", "clip_arch_kwargs", "clip_network_from_configuration",
@@ -68,7 +68,9 @@ __all__ = ["ClipTrainerBase", "ClipChannelMismatchError", "CTIntensityScalingTra
            "nnUNetTrainerClipSingleStageTiny_2epochs", "nnUNetTrainerClipLocationShortCPU",
            "nnUNetTrainerClipSegmentationShortCPU", "nnUNetTrainerClipSingleStageShortCPU",
            "nnUNetTrainerClipSingleStage_5epochs", "nnUNetTrainerClipLocationDemoCPU",
-           "nnUNetTrainerClipSegmentationDemoCPU", "nnUNetTrainerClipSingleStageDemoCPU"]
+           "nnUNetTrainerClipSegmentationDemoCPU", "nnUNetTrainerClipSingleStageDemoCPU",
+           "nnUNetTrainerClipLocationQuickCPU", "nnUNetTrainerClipSegmentationQuickCPU",
+           "nnUNetTrainerClipSingleStageQuickCPU"]
 
 AIR_HU = -1000.0
 
@@ -436,4 +438,16 @@ class nnUNetTrainerClipSegmentationDemoCPU(DemoCPUSchedule, _DemoWidths, nnUNetT
 
 
 class nnUNetTrainerClipSingleStageDemoCPU(DemoCPUSchedule, _DemoWidths, nnUNetTrainerClipSingleStage):
+    pass
+
+
+class nnUNetTrainerClipLocationQuickCPU(QuickDemoCPUSchedule, _DemoWidths, nnUNetTrainerClipLocation):
+    pass
+
+
+class nnUNetTrainerClipSegmentationQuickCPU(QuickDemoCPUSchedule, _DemoWidths, nnUNetTrainerClipSegmentation):
+    pass
+
+
+class nnUNetTrainerClipSingleStageQuickCPU(QuickDemoCPUSchedule, _DemoWidths, nnUNetTrainerClipSingleStage):
     pass

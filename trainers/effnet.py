@@ -15,7 +15,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from nnunet_breast.planning import EFFNET_CLASS, effnet_architecture
 from nnunet_breast.trainers.augmentation import INTENSITY_TRANSFORMS, transform_name
-from nnunet_breast.trainers.tiny import DemoCPUSchedule, ShortCPUSchedule, TinyCPUSchedule
+from nnunet_breast.trainers.tiny import DemoCPUSchedule, QuickDemoCPUSchedule, ShortCPUSchedule, TinyCPUSchedule
 
 
 def effnet_from_configuration(configuration_manager, num_input_channels, num_output_channels,
@@ -117,5 +117,11 @@ class nnUNetTrainerEffNetB0ShortCPU(ShortCPUSchedule, nnUNetTrainerEffNetB0):
 
 class nnUNetTrainerEffNetB0DemoCPU(DemoCPUSchedule, nnUNetTrainerEffNetB0):
     """nnUNetTrainerEffNetB0 at 1/4 width on the demo's CPU schedule (about 2 s per iteration on 2 cores)."""
+
+    network_overrides = {"width_multiplier": 0.25, "stem_features": 4}
+
+
+class nnUNetTrainerEffNetB0QuickCPU(QuickDemoCPUSchedule, nnUNetTrainerEffNetB0):
+    """`nnunet-breast demo --quick`: 1/4 width, 2 x 2 iterations, foreground-prior heads (tests)."""
 
     network_overrides = {"width_multiplier": 0.25, "stem_features": 4}

@@ -63,6 +63,12 @@ class DemoCPUSchedule(CPUSchedule):
         set_foreground_prior(self.network, self.foreground_prior, self.label_manager.has_regions)
 
 
+class QuickDemoCPUSchedule(DemoCPUSchedule):
+    """`nnunet-breast demo --quick` (tests): the demo's initialisation on the tiny 2 x 2 schedule."""
+
+    schedule = (2, 2, 1)
+
+
 def set_foreground_prior(network: torch.nn.Module, prior: float, region_based: bool) -> None:
     """Segmentation heads (``decoder.seg_layers``) re-initialised so that foreground starts at ``prior``.
 

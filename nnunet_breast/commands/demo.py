@@ -39,7 +39,7 @@ def run(args) -> int:
     out = args.out.resolve()
     if out.exists() and any(out.iterdir()) and not (out / "logs").is_dir():
         raise UserError(f"{out} exists and is not a demo folder; choose another --out")
-    trainers = {"breast_trainer": "nnUNetTrainerEffNetB0Tiny_2epochs", "clip_suffix": "Tiny_2epochs"} if args.quick else {}
+    trainers = {"breast_trainer": "nnUNetTrainerEffNetB0QuickCPU", "clip_suffix": "QuickCPU"} if args.quick else {}
     demo = Demo(out, args.device or default_device(), args.n_train, args.n_new, args.cascade, **trainers)
     try:
         demo.run()
