@@ -2,37 +2,17 @@
 
 The classes live here, in the installed package, so that nnU-Net's spawn-based worker pools can pickle
 them. nnU-Net finds them through the ``nnUNet_extTrainer`` folder, which only re-exports these names
-(``nnunet_breast/ext_trainers``; ``nnunet-breast env`` prints the export line).
+(``nnunet_breast/ext_trainers``; ``nnunet-breast env`` prints the export line). Every ``nnUNetTrainer*``
+class defined in ``effnet.py``, ``clips.py`` and ``tiny.py`` is exported.
 """
-from nnunet_breast.trainers.effnet import (nnUNetTrainerEffNetB0, nnUNetTrainerEffNetB0_5epochs,
-                                           nnUNetTrainerEffNetB0_10epochs,
-                                           nnUNetTrainerEffNetB0_50epochs, nnUNetTrainerEffNetB0Paper,
-                                           nnUNetTrainerEffNetB0Paper_5epochs, nnUNetTrainerEffNetB0PaperTiny_2epochs,
-                                           nnUNetTrainerEffNetB0Tiny_2epochs, nnUNetTrainerEffNetB0ShortCPU,
-                                           nnUNetTrainerEffNetB0DemoCPU, nnUNetTrainerEffNetB0QuickCPU)
-from nnunet_breast.trainers.clips import (nnUNetTrainerClipLocation, nnUNetTrainerClipLocation_5epochs,
-                                          nnUNetTrainerClipLocationNoBinary, nnUNetTrainerClipLocationTiny_2epochs,
-                                          nnUNetTrainerClipSegmentation, nnUNetTrainerClipSegmentation_5epochs,
-                                          nnUNetTrainerClipSegmentationNoMap,
-                                          nnUNetTrainerClipSegmentationTiny_2epochs, nnUNetTrainerClipSingleStage,
-                                          nnUNetTrainerClipSingleStageTiny_2epochs, nnUNetTrainerClipLocationShortCPU,
-                                          nnUNetTrainerClipSegmentationShortCPU, nnUNetTrainerClipSingleStageShortCPU,
-                                          nnUNetTrainerClipSingleStage_5epochs, nnUNetTrainerClipLocationDemoCPU,
-                                          nnUNetTrainerClipSegmentationDemoCPU, nnUNetTrainerClipSingleStageDemoCPU,
-                                          nnUNetTrainerClipLocationQuickCPU, nnUNetTrainerClipSegmentationQuickCPU,
-                                          nnUNetTrainerClipSingleStageQuickCPU)
-from nnunet_breast.trainers.tiny import nnUNetTrainerTiny_2epochs
+from nnunet_breast.trainers import clips, effnet, tiny
 
-__all__ = ["nnUNetTrainerTiny_2epochs", "nnUNetTrainerEffNetB0", "nnUNetTrainerEffNetB0_5epochs", "nnUNetTrainerEffNetB0_10epochs",
-           "nnUNetTrainerEffNetB0_50epochs", "nnUNetTrainerEffNetB0Paper", "nnUNetTrainerEffNetB0Paper_5epochs",
-           "nnUNetTrainerEffNetB0Tiny_2epochs", "nnUNetTrainerEffNetB0PaperTiny_2epochs", "nnUNetTrainerEffNetB0ShortCPU", "nnUNetTrainerEffNetB0DemoCPU", "nnUNetTrainerEffNetB0QuickCPU",
-           "nnUNetTrainerClipLocation", "nnUNetTrainerClipLocationNoBinary", "nnUNetTrainerClipSegmentation",
-           "nnUNetTrainerClipSegmentationNoMap", "nnUNetTrainerClipLocation_5epochs",
-           "nnUNetTrainerClipSegmentation_5epochs", "nnUNetTrainerClipLocationTiny_2epochs",
-           "nnUNetTrainerClipSegmentationTiny_2epochs", "nnUNetTrainerClipSingleStage",
-           "nnUNetTrainerClipSingleStageTiny_2epochs", "nnUNetTrainerClipLocationShortCPU",
-           "nnUNetTrainerClipSegmentationShortCPU", "nnUNetTrainerClipSingleStageShortCPU",
-           "nnUNetTrainerClipSingleStage_5epochs", "nnUNetTrainerClipLocationDemoCPU",
-           "nnUNetTrainerClipSegmentationDemoCPU", "nnUNetTrainerClipSingleStageDemoCPU",
-           "nnUNetTrainerClipLocationQuickCPU", "nnUNetTrainerClipSegmentationQuickCPU",
-           "nnUNetTrainerClipSingleStageQuickCPU"]
+
+def _trainers(module) -> dict[str, type]:
+    return {name: obj for name, obj in vars(module).items()
+            if name.startswith("nnUNetTrainer") and isinstance(obj, type) and obj.__module__ == module.__name__}
+
+
+_EXPORTED = {**_trainers(tiny), **_trainers(effnet), **_trainers(clips)}
+globals().update(_EXPORTED)
+__all__ = sorted(_EXPORTED)

@@ -60,17 +60,7 @@ from nnunet_breast.trainers.tiny import DemoCPUSchedule, QuickDemoCPUSchedule, S
 
 __all__ = ["ClipTrainerBase", "ClipChannelMismatchError", "CTIntensityScalingTransform", "HUPaddedSpatialTransform",
            "LinearWarmupCosineLRScheduler", "clip_arch_kwargs", "clip_network_from_configuration",
-           "RAW_HU_UNSAFE_TRANSFORMS", "AIR_HU",
-           "nnUNetTrainerClipLocation", "nnUNetTrainerClipLocationNoBinary", "nnUNetTrainerClipSegmentation",
-           "nnUNetTrainerClipSegmentationNoMap", "nnUNetTrainerClipLocation_5epochs",
-           "nnUNetTrainerClipSegmentation_5epochs", "nnUNetTrainerClipLocationTiny_2epochs",
-           "nnUNetTrainerClipSegmentationTiny_2epochs", "nnUNetTrainerClipSingleStage",
-           "nnUNetTrainerClipSingleStageTiny_2epochs", "nnUNetTrainerClipLocationShortCPU",
-           "nnUNetTrainerClipSegmentationShortCPU", "nnUNetTrainerClipSingleStageShortCPU",
-           "nnUNetTrainerClipSingleStage_5epochs", "nnUNetTrainerClipLocationDemoCPU",
-           "nnUNetTrainerClipSegmentationDemoCPU", "nnUNetTrainerClipSingleStageDemoCPU",
-           "nnUNetTrainerClipLocationQuickCPU", "nnUNetTrainerClipSegmentationQuickCPU",
-           "nnUNetTrainerClipSingleStageQuickCPU"]
+           "RAW_HU_UNSAFE_TRANSFORMS", "AIR_HU"]     # + every nnUNetTrainerClip* class (see trainers/__init__.py)
 
 AIR_HU = -1000.0
 
