@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from nnunet_breast import catalog
-from nnunet_breast.body import body_mask
+from nnunet_breast.body import air_outside_body
 from nnunet_breast.files import atomic_write_csv, atomic_write_text
 from nnunet_breast.dataset_conversion.cases import CaseError, SourceCase, load_case, nifti_sources, treated_side
 from nnunet_breast.regions import OverlapEncoding, build_encoding, merge_encodings
@@ -122,10 +122,7 @@ def _convert_one(src: SourceCase, opts: ConvertOptions, staging: Path) -> dict:
     image = case.image
     body = None
     if opts.cohort == "clips":
-        hu = sitk.GetArrayFromImage(image)
-        body = body_mask(hu, image.GetSpacing())
-        hu = np.where(body, hu, np.float32(-1000.0))
-        image = _like(hu.astype(np.float32), image)
+        image, body = air_outside_body(image)
     bits = np.zeros(sitk.GetArrayViewFromImage(image).shape, np.uint32)
     for i, name in enumerate(wanted):
         if name in case.masks:

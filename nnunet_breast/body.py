@@ -32,3 +32,15 @@ def body_mask(hu: np.ndarray, spacing_xyz, air_hu: float = -150.0, radius_mm: fl
     for k in range(body.shape[0]):
         body[k] = ndimage.binary_fill_holes(body[k])
     return body
+
+
+def air_outside_body(image, air_hu: float = -1000.0):
+    """(CT with HU outside the body set to air, body mask): the clip paper's removal of air and couch,
+    applied alike to training data (``convert clips``) and to new CTs (``predict-clips``)."""
+    import SimpleITK as sitk
+
+    hu = sitk.GetArrayFromImage(image).astype(np.float32)
+    body = body_mask(hu, image.GetSpacing())
+    out = sitk.GetImageFromArray(np.where(body, hu, np.float32(air_hu)))
+    out.CopyInformation(image)
+    return out, body

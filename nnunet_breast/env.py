@@ -60,10 +60,10 @@ def dataset_dir(var: str, dataset_id: int) -> Path:
     """``$var/DatasetXXX_Name`` of an existing dataset; ValueError naming what is there otherwise."""
     root = nnunet_folder(var)
     found = sorted(root.glob(f"Dataset{int(dataset_id):03d}_*")) if root.is_dir() else []
-    if len(found) != 1:
-        what = "none" if not found else ", ".join(p.name for p in found)
-        raise ValueError(f"dataset {dataset_id} in {var}={root}: expected one Dataset{int(dataset_id):03d}_* folder, "
-                         f"found {what}")
+    if not found:
+        raise ValueError(f"no dataset {dataset_id} in {var}={root} (no Dataset{int(dataset_id):03d}_* folder)")
+    if len(found) > 1:
+        raise ValueError(f"dataset {dataset_id} in {var}={root}: several folders, {', '.join(p.name for p in found)}")
     return found[0]
 
 

@@ -45,10 +45,10 @@ def _is_nifti(path: Path) -> bool:
 
 
 def _dicom_case_id(ct: CTVolume, series_uid: str) -> str:
-    import hashlib
+    """The converter's case id (patient id + hash of the series), so predictions line up with datasets."""
+    from nnunet_breast.dataset_conversion.cases import SourceCase
 
-    pid = re.sub(r"[^A-Za-z0-9-]+", "-", str(ct.header.get("PatientID", ""))).strip("-") or "case"
-    return f"{pid}_{hashlib.sha1(series_uid.encode()).hexdigest()[:6]}"
+    return SourceCase("dicom", series_uid, str(ct.header.get("PatientID", ""))).case_id
 
 
 def list_inputs(path: Path) -> list[tuple[str, object]]:

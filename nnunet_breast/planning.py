@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +62,9 @@ def _planner_class():
 
 
 def preprocessed_folder(dataset_id: int) -> Path:
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunet_breast.env import dataset_dir
 
-    pre = os.environ.get("nnUNet_preprocessed")
-    if not pre:
-        raise ValueError("nnUNet_preprocessed is not set (see `nnunet-breast env`)")
-    return Path(pre) / maybe_convert_to_dataset_name(dataset_id)
+    return dataset_dir("nnUNet_preprocessed", dataset_id)
 
 
 def plan_effnetb0(dataset_id: int, gpu_memory_gb: float = 8.0, plans_name: str = "nnUNetPlans") -> dict:

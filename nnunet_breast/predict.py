@@ -181,14 +181,14 @@ def _write_case(case: InputCT, out_dir: Path, breast: dict[str, np.ndarray], cli
         masks["Clips"] = clips.mask
         hu = sitk.GetArrayViewFromImage(img)
         body = body_mask(np.asarray(hu), img.GetSpacing())
-        hull = propose_tumour_bed(clips.mask, spacing_zyx, margin_mm=opts.margin_mm, outlier_mm=opts.outlier_mm)
-        region = _proposal_region(masks, hull.mask if not hull.empty else None, body)
-        bed = propose_tumour_bed(clips.mask, spacing_zyx, margin_mm=opts.margin_mm, within=region,
-                                 outlier_mm=opts.outlier_mm)
-        proposals[PROPOSAL_NAME] = remove_islands(bed.mask, spacing_zyx, opts.min_island_cc * 1000.0)
-        result.n_clips, result.proposal_cc = len(clips.clips), round(bed.volume_cc, 2)
+        bed = propose_tumour_bed(clips.mask, spacing_zyx, margin_mm=opts.margin_mm, outlier_mm=opts.outlier_mm)
+        region = _proposal_region(masks, bed.mask if not bed.empty else None, body)
+        proposal = remove_islands(bed.mask & region, spacing_zyx, opts.min_island_cc * 1000.0)
+        proposals[PROPOSAL_NAME] = proposal
+        proposal_cc = round(float(proposal.sum()) * voxel_cc, 2)
+        result.n_clips, result.proposal_cc = len(clips.clips), proposal_cc
         data = json.loads(clips.files["clips_json"].read_text())
-        data["tumour_bed_proposal"] = {"name": PROPOSAL_NAME, "volume_cc": round(bed.volume_cc, 2),
+        data["tumour_bed_proposal"] = {"name": PROPOSAL_NAME, "volume_cc": proposal_cc,
                                        "margin_mm": opts.margin_mm, "clips_used": bed.clips_used,
                                        "clips_excluded": [e.__dict__ for e in bed.clips_excluded],
                                        "clipped_to": "predicted breast CTV" if region is not body else "body",

@@ -25,9 +25,9 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from nnunet_breast.body import body_mask
+from nnunet_breast.body import air_outside_body
 from nnunet_breast.cascade_roi import Roi, crop_image, paste_back
-from nnunet_breast.clips.prepare import RoiSettings
+from nnunet_breast.clips.prepare import RoiSettings, clip_probability
 from nnunet_breast.clips.table import clip_table, write_clips_json
 from nnunet_breast.clips.threshold import DEFAULT_THRESHOLD_HU, threshold_clips
 from nnunet_breast.files import atomic_write_csv
@@ -74,14 +74,6 @@ def stage2_inputs(stage2: ModelRef) -> tuple[RoiSettings, bool]:
     return RoiSettings.from_json(info["roi"]), len(ds["channel_names"]) == 2
 
 
-def body_masked(image: sitk.Image) -> sitk.Image:
-    """HU outside the body set to -1000, exactly as ``convert clips`` prepares training CTs."""
-    hu = sitk.GetArrayFromImage(image).astype(np.float32)
-    out = sitk.GetImageFromArray(np.where(body_mask(hu, image.GetSpacing()), hu, np.float32(-1000.0)))
-    out.CopyInformation(image)
-    return out
-
-
 def _validate(opts: ClipPredictOptions) -> None:
     if opts.method not in METHODS:
         raise ValueError(f"unknown method {opts.method!r}; choose from {METHODS}")
@@ -101,7 +93,7 @@ def predict_clips(cases: list[InputCT], out_dir: Path, opts: ClipPredictOptions,
     (work / "ct").mkdir(parents=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    images = {c.case_id: body_masked(c.image) for c in cases}
+    images = {c.case_id: air_outside_body(c.image)[0] for c in cases}
     for cid, img in images.items():
         sitk.WriteImage(img, str(work / "ct" / f"{cid}_0000.nii.gz"))
     timings["body_mask_s"] = time.perf_counter() - t0
@@ -173,8 +165,7 @@ def _stage2(ids, images, work: Path, opts: ClipPredictOptions, timings: dict, pr
     (work / "stage2_in").mkdir()
     for cid in tqdm(ids, desc="stage-2 ROI", disable=not progress, unit="case"):
         img = images[cid]
-        prob = np.load(work / "stage1" / f"{cid}.npz")["probabilities"]
-        fg = prob[1:].sum(0).astype(np.float32)
+        fg = clip_probability(work / "stage1" / f"{cid}.npz")
         roi = settings.roi(fg, img, hu=sitk.GetArrayViewFromImage(img), side=opts.side)
         rois[cid] = roi
         crop = crop_image(img, roi)

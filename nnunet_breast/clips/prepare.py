@@ -81,6 +81,11 @@ class PrepareResult:
         return [c for c, r in self.rois.items() if r["label_voxels_outside"]]
 
 
+def clip_probability(npz_file: Path) -> np.ndarray:
+    """Clip probability [z, y, x] from nnU-Net's saved probabilities (every foreground class summed)."""
+    return np.load(npz_file)["probabilities"][1:].sum(0).astype(np.float32)
+
+
 def out_of_fold_maps(model_folder: Path, case_ids: list[str]) -> dict[str, tuple[int, Path]]:
     """case -> (fold, npz) from ``fold_*/validation/*.npz``; every case exactly once."""
     found: dict[str, list[tuple[int, Path]]] = {}
@@ -159,11 +164,10 @@ def prepare_stage2(stage1_id: int, stage2_id: int, *, name: str | None = None, t
         fold, npz = maps[cid]
         image = sitk.ReadImage(str(raw1 / "imagesTr" / f"{cid}_0000.nii.gz"))
         label = sitk.ReadImage(str(raw1 / "labelsTr" / f"{cid}.nii.gz"))
-        prob = np.load(npz)["probabilities"]
+        fg = clip_probability(npz)
         hu = sitk.GetArrayFromImage(image)
-        if prob.shape[1:] != hu.shape:
-            raise CascadeError(f"{npz}: probability map shape {prob.shape[1:]} differs from the CT's {hu.shape}")
-        fg = prob[1:].sum(0).astype(np.float32)       # clip probability (all foreground classes)
+        if fg.shape != hu.shape:
+            raise CascadeError(f"{npz}: probability map shape {fg.shape} differs from the CT's {hu.shape}")
         roi = settings.roi(fg, image, hu=hu, side=sides.get(cid) or None)
         lab = sitk.GetArrayFromImage(label)
         outside = int((lab > 0).sum() - (lab[roi.slices()] > 0).sum())

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from nnunet_breast.body import body_mask
+from nnunet_breast.islands import remove_islands
 
 DEFAULT_THRESHOLD_HU = 1500.0
 
@@ -21,12 +21,4 @@ def threshold_clips(image: sitk.Image, threshold_hu: float = DEFAULT_THRESHOLD_H
     hu = sitk.GetArrayFromImage(image)
     if body is None:
         body = body_mask(hu, image.GetSpacing())
-    mask = (hu >= threshold_hu) & body
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
-    if n == 0:
-        return mask
-    voxel_mm3 = float(np.prod(image.GetSpacing()))
-    sizes = np.bincount(labels.ravel(), minlength=n + 1) * voxel_mm3
-    keep = sizes >= min_volume_mm3
-    keep[0] = False
-    return keep[labels]
+    return remove_islands((hu >= threshold_hu) & body, image.GetSpacing()[::-1], min_volume_mm3, keep_largest=False)

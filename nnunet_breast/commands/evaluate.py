@@ -26,13 +26,12 @@ def add_arguments(p):
 
 
 def dataset_json_for(dataset_id: int) -> Path:
-    raw = os.environ.get("nnUNet_raw")
-    if not raw:
-        raise UserError("nnUNet_raw is not set (see `nnunet-breast env`)")
-    found = sorted(Path(raw).glob(f"Dataset{dataset_id:03d}_*/dataset.json"))
-    if not found:
-        raise UserError(f"no dataset {dataset_id} under {raw}")
-    return found[0]
+    from nnunet_breast.env import dataset_dir
+
+    try:
+        return dataset_dir("nnUNet_raw", dataset_id) / "dataset.json"
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def run(args) -> int:
