@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -130,31 +131,33 @@ def _atomic_json(path: Path, data: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# clip cascade configurations (Res-SE-U-Net, fixed isotropic spacings)
+# clip cascade configurations (Res-SE-U-Net)
 # ---------------------------------------------------------------------------------------------------------------------
 CLIP_LOCATION_CONFIG = "3d_clip_location"
 CLIP_FULLRES_CONFIG = "3d_clip_fullres"
 CLIP_SEGMENTATION_CONFIG = "3d_clip_segmentation"
 CLIP_LOCATION_SPACING_MM = 4.0     # stage 1 only has to find the clip region: coarse and cheap
-CLIP_SPACING_MM = 2.0              # the paper's 2 x 2 x 2 mm, stage 2 and the single-stage baseline
-CLIP_PATCH = 96                    # the paper's 96^3
+CLIP_PATCH = 96                    # the paper's 96^3, on the finest axis
 
 
-def clip_configuration(base: dict, spacing_mm: float, name: str, patch: int = CLIP_PATCH,
+def clip_configuration(base: dict, spacing_mm: float | Sequence[float], name: str, patch: int = CLIP_PATCH,
                        plans_name: str = "nnUNetPlans") -> dict:
-    """A Res-SE-U-Net configuration at an isotropic spacing, built on a stock 3d_fullres configuration.
+    """A Res-SE-U-Net configuration at ``spacing_mm`` (one number: isotropic; three: nnU-Net's axis order),
+    built on a stock 3d_fullres configuration.
 
-    The patch is the paper's 96^3, shrunk to the median image size at that spacing (nnU-Net pads smaller
-    images) and made divisible by nnU-Net's own topology rule; the architecture follows the patch.
+    The patch is a cube in mm with ``patch`` voxels on the finest axis (the paper's 96^3 at isotropic spacings),
+    shrunk to the median image size at that spacing (nnU-Net pads smaller images) and made divisible by nnU-Net's
+    own topology rule; the architecture follows the patch.
     """
     from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
 
     from nnunet_breast.trainers.clips import clip_arch_kwargs
 
-    spacing = [float(spacing_mm)] * 3
+    spacing = [float(v) for v in np.broadcast_to(np.asarray(spacing_mm, float), (3,))]
     median_mm = np.array(base["median_image_size_in_voxels"]) * np.array(base["spacing"])
-    median = np.maximum(np.round(median_mm / spacing_mm), 1)
-    patch0 = [int(min(patch, m)) for m in median]
+    median = np.maximum(np.round(median_mm / np.array(spacing)), 1)
+    cube = [max(1, round(patch * min(spacing) / sp)) for sp in spacing]
+    patch0 = [int(min(c, m)) for c, m in zip(cube, median)]
     _, strides, kernels, patch_out, _ = get_pool_and_conv_props(spacing, patch0, 4, 999999)
     strides, kernels = strides[:6], kernels[:6]     # the paper's depth at most: 6 stages, 5 skips
     config = copy.deepcopy(base)
@@ -169,12 +172,15 @@ def clip_configuration(base: dict, spacing_mm: float, name: str, patch: int = CL
 
 
 def plan_clips(dataset_id: int, plans_name: str = "nnUNetPlans", location_spacing_mm: float = CLIP_LOCATION_SPACING_MM,
-               spacing_mm: float = CLIP_SPACING_MM, patch: int = CLIP_PATCH) -> dict[str, dict]:
+               spacing_mm: float | None = None, patch: int = CLIP_PATCH) -> dict[str, dict]:
     """Add the clip configurations to a clip dataset's plans.
 
-    A whole-CT clip dataset (stage 1) gets ``3d_clip_location`` (coarse) and ``3d_clip_fullres`` (the
+    A whole-CT clip dataset (stage 1) gets ``3d_clip_location`` (coarse, isotropic) and ``3d_clip_fullres`` (the
     single-stage baseline at the fine spacing); a stage-2 dataset written by ``cascade prepare`` (its
-    dataset.json says ``"stage": 2``) gets ``3d_clip_segmentation`` at the fine spacing.
+    dataset.json says ``"stage": 2``) gets ``3d_clip_segmentation`` at the fine spacing. The fine spacing is
+    nnU-Net's own 3d_fullres spacing (the planning CT's) unless ``spacing_mm`` names an isotropic one: the paper's
+    2 mm makes a 2 mm clip one voxel thick, and a perfect 2 mm mask pasted back onto a 1 x 1 x 3 mm planning CT
+    scores only DSC 0.64-0.72 (README, clip section).
     """
     folder = preprocessed_folder(dataset_id)
     plans_file = folder / f"{plans_name}.json"
@@ -190,10 +196,11 @@ def plan_clips(dataset_id: int, plans_name: str = "nnUNetPlans", location_spacin
         raise ValueError(f"dataset {dataset_id}: the CT channel is {channels[:1]}, not 'noNorm'; the clip networks "
                          "need raw HU (convert it with `nnunet-breast convert clips`)")
     stage = int(dataset_json.get("nnunet_breast", {}).get("stage", 1))
+    fine = base["spacing"] if spacing_mm is None else spacing_mm
     if stage == 2:
-        wanted = {CLIP_SEGMENTATION_CONFIG: spacing_mm}
+        wanted = {CLIP_SEGMENTATION_CONFIG: fine}
     else:
-        wanted = {CLIP_LOCATION_CONFIG: location_spacing_mm, CLIP_FULLRES_CONFIG: spacing_mm}
+        wanted = {CLIP_LOCATION_CONFIG: location_spacing_mm, CLIP_FULLRES_CONFIG: fine}
     out = {name: clip_configuration(base, s, name, patch, plans_name) for name, s in wanted.items()}
     plans["configurations"].update(out)
     _atomic_json(plans_file, plans)

@@ -191,3 +191,42 @@ def test_inputs_dicom_nifti_and_refusals(clips_export, tmp_path):
         load_inputs(rs_only)
     with pytest.raises(InputError, match="does not exist"):
         load_inputs(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# planning: the fine spacing is the planning CT's
+# ---------------------------------------------------------------------------------------------------------------------
+def _stock_plans(spacing, median):
+    cfg = {"data_identifier": "nnUNetPlans_3d_fullres", "spacing": list(spacing), "patch_size": [40, 96, 96],
+           "median_image_size_in_voxels": list(median), "batch_size": 2, "normalization_schemes": ["NoNormalization"],
+           "architecture": {"network_class_name": "x", "arch_kwargs": {}}}
+    return {"dataset_name": "Dataset502_BreastClips", "plans_name": "nnUNetPlans", "configurations": {"3d_fullres": cfg}}
+
+
+def test_clip_configuration_patch_is_a_cube_in_mm():
+    from nnunet_breast.planning import clip_configuration
+
+    base = _stock_plans([3.0, 1.0, 1.0], [100, 400, 400])["configurations"]["3d_fullres"]
+    fine = clip_configuration(base, [3.0, 1.0, 1.0], "3d_clip_fullres")
+    assert fine["spacing"] == [3.0, 1.0, 1.0]
+    assert fine["patch_size"] == [32, 96, 96]                      # 96 mm on every axis
+    strides = fine["architecture"]["arch_kwargs"]["strides"]
+    assert strides[1][0] == 1 and strides[1][1:] == [2, 2]          # anisotropic: no z pooling at first
+    iso = clip_configuration(base, 2.0, "3d_clip_fullres")
+    assert iso["spacing"] == [2.0] * 3 and iso["patch_size"] == [96, 96, 96]
+    small = clip_configuration(dict(base, median_image_size_in_voxels=[40, 96, 96]), 4.0, "3d_clip_location")
+    assert all(p <= m for p, m in zip(small["patch_size"], [32, 24, 24]))   # never beyond the median image
+
+
+@pytest.mark.parametrize("spacing_mm,expected", [(None, [3.0, 1.1, 1.1]), (2.0, [2.0, 2.0, 2.0])])
+def test_plan_clips_fine_spacing(nnunet_dirs, spacing_mm, expected):
+    from nnunet_breast.planning import plan_clips
+
+    folder = Path(nnunet_dirs["nnUNet_preprocessed"]) / "Dataset502_BreastClips"
+    folder.mkdir(parents=True)
+    (folder / "nnUNetPlans.json").write_text(json.dumps(_stock_plans([3.0, 1.1, 1.1], [40, 96, 96])))
+    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "noNorm"}, "labels": {}}))
+    out = plan_clips(502, spacing_mm=spacing_mm)
+    assert out["3d_clip_location"]["spacing"] == [4.0] * 3 and out["3d_clip_fullres"]["spacing"] == expected
+    written = json.loads((folder / "nnUNetPlans.json").read_text())["configurations"]
+    assert set(written) == {"3d_fullres", "3d_clip_location", "3d_clip_fullres"}

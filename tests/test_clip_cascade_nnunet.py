@@ -66,7 +66,8 @@ def cascade(tmp_path_factory):
 def test_plans_and_stage2_dataset(cascade):
     pre = cascade["dirs"]["nnUNet_preprocessed"]
     plans = json.loads((pre / "Dataset502_BreastClips" / "nnUNetPlans.json").read_text())["configurations"]
-    assert plans["3d_clip_location"]["spacing"] == [4.0] * 3 and plans["3d_clip_fullres"]["spacing"] == [2.0] * 3
+    assert plans["3d_clip_location"]["spacing"] == [4.0] * 3
+    assert plans["3d_clip_fullres"]["spacing"] == plans["3d_fullres"]["spacing"]      # the planning CT's spacing
     assert plans["3d_clip_location"]["architecture"]["network_class_name"].endswith("ResSEUNet3d")
     raw2 = cascade["dirs"]["nnUNet_raw"] / "Dataset503_BreastClipsStage2"
     rois = json.loads((raw2 / "cascade_rois.json").read_text())
@@ -82,7 +83,8 @@ def test_plans_and_stage2_dataset(cascade):
     s2 = json.loads((pre / "Dataset503_BreastClipsStage2" / "splits_final.json").read_text())
     assert s1 == s2
     stage2 = json.loads((pre / "Dataset503_BreastClipsStage2" / "nnUNetPlans.json").read_text())["configurations"]
-    assert stage2["3d_clip_segmentation"]["spacing"] == [2.0] * 3
+    assert stage2["3d_clip_segmentation"]["spacing"] == stage2["3d_fullres"]["spacing"]
+    assert stage2["3d_clip_segmentation"]["spacing"] == plans["3d_fullres"]["spacing"]  # crops keep the CT grid
     assert "next:" in cascade["prepare_stdout"]
 
 

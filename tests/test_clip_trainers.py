@@ -15,8 +15,9 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunet_breast.networks.res_se_unet import NETWORK_CLASS_NAME, ResSEUNet3d
 from nnunet_breast.trainers import clips
 from nnunet_breast.trainers.augmentation import transform_name
-from nnunet_breast.trainers.clips import (AIR_HU, ClipChannelMismatchError, CTIntensityScalingTransform,
-                                          HUPaddedSpatialTransform, LinearWarmupCosineLRScheduler,
+from nnunet_breast.trainers.clips import (AIR_HU, ClipChannelMismatchError, ClipRegionTargetTransform,
+                                          CTIntensityScalingTransform, HUPaddedSpatialTransform,
+                                          LinearWarmupCosineLRScheduler,
                                           RAW_HU_UNSAFE_TRANSFORMS, clip_arch_kwargs)
 
 PATCH = [32, 64, 64]
@@ -172,7 +173,7 @@ def _names(pipeline):
     return [transform_name(t) for t in pipeline.transforms]
 
 
-def _training_pipeline(trainer_cls=clips.nnUNetTrainerClipLocation, dummy_2d=False):
+def _training_pipeline(trainer_cls=clips.nnUNetTrainerClipSingleStage, dummy_2d=False):
     """Arguments exactly as nnUNetTrainer.get_dataloaders passes them (3d, deep supervision, no regions)."""
     rotation = (-30. / 360 * 2. * np.pi, 30. / 360 * 2. * np.pi)
     ds_scales = list(list(i) for i in 1 / np.cumprod(np.vstack(STRIDES[5]), axis=0))[:-1]
@@ -384,3 +385,60 @@ def test_demo_trainer_starts_from_a_background_prior(nnunet_env):
     assert float(probs[:, 1].max()) < 0.1        # an untrained default-initialised net sits near 0.5
     head = trainer.network.decoder.seg_layers[-1]
     assert float(head.bias[0]) == 0.0 and float(head.bias[1]) == pytest.approx(math.log(0.01 / 0.99))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# location nets: trained on the clip region
+# ---------------------------------------------------------------------------------------------------------------------
+def test_clip_region_target_is_a_ball_in_mm_on_anisotropic_grids():
+    seg = torch.zeros((1, 9, 21, 21), dtype=torch.int16)
+    seg[0, 4, 10, 10] = 1
+    seg[0, 0, 0, 0] = -1                                         # an ignore voxel far away
+    image = torch.randn((1, 9, 21, 21))
+    out = ClipRegionTargetTransform(10.0, (4.0, 1.0, 1.0))(image=image.clone(), segmentation=seg.clone())
+    assert torch.equal(out["image"], image)                      # the image is untouched
+    grown = out["segmentation"][0]
+    z, y, x = np.nonzero(grown.numpy() == 1)
+    dist = np.sqrt(((z - 4) * 4.0) ** 2 + (y - 10) ** 2 + (x - 10) ** 2)
+    assert dist.max() <= 10.0 + 1e-6
+    zz, yy, xx = np.meshgrid(np.arange(9), np.arange(21), np.arange(21), indexing="ij")
+    inside = np.sqrt(((zz - 4) * 4.0) ** 2 + (yy - 10) ** 2 + (xx - 10) ** 2) <= 10.0
+    assert (grown.numpy() == 1).sum() == inside.sum()            # every voxel of the ball, nothing else
+    assert {int(v) for v in z} == {2, 3, 4, 5, 6}                # 10 mm is 2.5 slices of 4 mm
+    assert int(grown[0, 0, 0]) == -1                             # ignore label kept outside the region
+    with pytest.raises(ValueError, match="3D segmentation"):
+        ClipRegionTargetTransform(10.0, (4.0, 4.0, 4.0))(image=image[:, 0], segmentation=seg[:, 0])
+
+
+@pytest.mark.parametrize("trainer_cls,region", [
+    (clips.nnUNetTrainerClipLocationShortCPU, True), (clips.nnUNetTrainerClipLocationNoBinary, True),
+    (clips.nnUNetTrainerClipSingleStageShortCPU, False), (clips.nnUNetTrainerClipSegmentation, False)])
+def test_only_location_nets_train_on_the_clip_region(nnunet_env, trainer_cls, region):
+    n_channels = 1 + trainer_cls.passthrough_channels
+    trainer = trainer_cls(make_plans(n_channels), "3d_fullres", 0, make_dataset_json(n_channels),
+                          device=torch.device("cpu"))
+    rotation, dummy_2d, _, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    ds_scales = trainer._get_deep_supervision_scales()
+    train = trainer.get_training_transforms(trainer.configuration_manager.patch_size, rotation, ds_scales,
+                                            mirror_axes, dummy_2d, use_mask_for_norm=[False], is_cascaded=False,
+                                            foreground_labels=[1], regions=None, ignore_label=None)
+    val = trainer.get_validation_transforms(ds_scales, is_cascaded=False, foreground_labels=[1], regions=None,
+                                            ignore_label=None)
+    for pipeline in (train, val):
+        first = pipeline.transforms[0]
+        assert isinstance(first, ClipRegionTargetTransform) == region
+        assert sum(isinstance(t, ClipRegionTargetTransform) for t in pipeline.transforms) == int(region)
+    if region:
+        assert first.spacing == tuple(trainer.configuration_manager.spacing) and first.radius_mm == 10.0
+        # a one-voxel clip label becomes a region of many voxels after the whole validation pipeline
+        seg = torch.zeros((1, 32, 64, 64), dtype=torch.int16)
+        seg[0, 16, 32, 32] = 1
+        out = val(image=torch.zeros((1, 32, 64, 64)), segmentation=seg)
+        assert int((out["segmentation"][0] > 0).sum()) > 50
+
+
+def test_short_cpu_clip_trainers_use_adam_1e3(nnunet_env):
+    trainer = clips.nnUNetTrainerClipSegmentationShortCPU(make_plans(2), "3d_fullres", 0, make_dataset_json(2),
+                                                          device=torch.device("cpu"))
+    assert trainer.initial_lr == 1e-3 and (trainer.num_epochs, trainer.num_iterations_per_epoch) == (10, 50)
+    assert clips.nnUNetTrainerClipSegmentation.adam_lr == 1e-4                  # the paper's, unchanged

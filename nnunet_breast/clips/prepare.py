@@ -8,7 +8,7 @@ fed) are over-confident, so stage 2 would learn to trust them too much.
 For each case of the stage-1 dataset:
 
 * ROI = every voxel with probability >= ``threshold`` + ``margin_mm``, grown to at least
-  ``min_size_mm`` per axis (96 voxels at the stage-2 spacing by default), on the case's own CT grid
+  ``min_size_mm`` per axis (192 mm by default: the paper's 96 voxels at 2 mm), on the case's own CT grid
   (:func:`nnunet_breast.cascade_roi.roi_from_probability`); an empty map falls back to the treated
   breast (side from ``cohort.csv``), never to nothing;
 * ``imagesTr/<case>_0000`` = raw-HU CT crop, ``<case>_0001`` = probability crop (both ``noNorm``),

@@ -8,10 +8,10 @@ Breast model (default, --model breast):
   nnUNetv2_preprocess -d 501 -plans_name nnUNetPlans_effnetb0paper -c 3d_effnetb0_paper
   nnUNetv2_train 501 3d_effnetb0_paper 0 -p nnUNetPlans_effnetb0paper -tr nnUNetTrainerEffNetB0Paper
 
-Clip model (--model clips; Res-SE-U-Net, raw-HU 'noNorm' datasets, isotropic spacings):
+Clip model (--model clips; Res-SE-U-Net, raw-HU 'noNorm' datasets):
   nnUNetv2_plan_and_preprocess -d 502 --no_pp
-  nnunet-breast plan -d 502 --model clips    # 3d_clip_location (4 mm) + 3d_clip_fullres (2 mm, single stage)
-  nnunet-breast plan -d 503 --model clips    # stage-2 dataset from `cascade prepare`: 3d_clip_segmentation (2 mm)
+  nnunet-breast plan -d 502 --model clips    # 3d_clip_location (4 mm) + 3d_clip_fullres (CT spacing, single stage)
+  nnunet-breast plan -d 503 --model clips    # stage-2 dataset from `cascade prepare`: 3d_clip_segmentation
 """
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ def add_arguments(p):
     p.add_argument("-pl", "--plans-name", default="nnUNetPlans", help="plans file to extend (nnUNetPlans)")
     p.add_argument("--no-paper", action="store_true", help="do not write the paper preset plans")
     p.add_argument("--location-spacing-mm", type=float, default=4.0, help="clips: stage-1 spacing (4)")
-    p.add_argument("--spacing-mm", type=float, default=2.0, help="clips: stage-2 / single-stage spacing (2)")
-    p.add_argument("--patch", type=int, default=96, help="clips: largest patch edge in voxels (96)")
+    p.add_argument("--spacing-mm", type=float, default=None,
+                   help="clips: isotropic stage-2 / single-stage spacing (default: nnU-Net's 3d_fullres spacing; "
+                        "2 is the paper's)")
+    p.add_argument("--patch", type=int, default=96, help="clips: patch edge in voxels on the finest axis (96)")
 
 
 def run(args) -> int:

@@ -103,12 +103,45 @@ def _add_clips(case: Case, tissues, geo, rng) -> None:
         case.hu[sl] = case.hu[sl] * (1 - occ) + phantom.TITANIUM_HU * occ
         label[sl] |= occ >= 0.15
         case.clips.append({"centre_mm": pos.round(2).tolist(), "axis": axis.round(3).tolist(), "length_mm": length})
-    # decoy: a radio-opaque skin marker (BB) on the surface of the treated breast
-    skin = to_mm(c_u, c_v - 1.1 * geo["breast_semi"][1], c_w)
-    sl, occ = _segment_occupancy(grid, skin, skin + 0.01, radius=1.2)
-    if sl is not None:
-        case.hu[sl] = case.hu[sl] * (1 - occ) + 2500.0 * occ
     case.masks["Clips"] = label
+    _add_decoys(case, tissues, geo, rng)
+
+
+def _paint(case: Case, p0: np.ndarray, p1: np.ndarray, radius: float, hu: float) -> None:
+    """A rod (or, p0 == p1, a bead) of material ``hu`` with partial volume."""
+    sl, occ = _segment_occupancy(case.grid, p0, p1 + 1e-3, radius=radius)
+    if sl is not None:
+        case.hu[sl] = case.hu[sl] * (1 - occ) + hu * occ
+
+
+def _add_decoys(case: Case, tissues, geo, rng) -> None:
+    """What a HU threshold takes for clips on a real simulation CT, none of it labelled.
+
+    * a radio-opaque skin marker (BB, ~2500 HU) on the treated breast;
+    * a lead marker wire (1 mm) taped along the lumpectomy scar, a 30-50 mm arc on the breast skin;
+    * dense cortical bone: 2-4 spots of 1600-1900 HU, 1.5-2.5 mm, in the ribs, sternum or spine (real cortex
+      reaches ~1900 HU; the phantom's bone is otherwise 400-1200 HU).
+    """
+    R, z0, z1 = geo["R"], geo["z0"], geo["z1"]
+    c_u, c_v, c_w = geo["breast_c"][case.side]
+    semi = geo["breast_semi"]
+    to_mm = lambda u, v, w: np.array([u * R, v * R, z0 + w * (z1 - z0)])  # noqa: E731
+    _paint(case, to_mm(c_u, c_v - 1.1 * semi[1], c_w), to_mm(c_u, c_v - 1.1 * semi[1], c_w), 1.2, 2500.0)
+    # the scar wire: an arc over the anterior breast surface, off the BB, at a height of its own
+    theta0 = float(rng.uniform(-0.9, 0.3)) * (1 if case.side == "L" else -1)
+    arc = float(rng.uniform(0.5, 0.8)) * (1 if case.side == "L" else -1)
+    w = c_w + float(rng.uniform(-0.6, 0.6)) * semi[2]
+    points = [to_mm(c_u + 1.08 * semi[0] * np.sin(t), c_v - 1.08 * semi[1] * np.cos(t), w)
+              for t in np.linspace(theta0, theta0 + arc, 8)]
+    for p0, p1 in zip(points[:-1], points[1:]):
+        _paint(case, p0, p1, 0.5, 30000.0)           # lead: its partial volume still saturates
+    # dense cortical bone spots
+    bone = np.argwhere(tissues["bone"] & ~tissues["arms"])
+    if len(bone):
+        org, sp = np.array(case.grid.origin), np.array(case.grid.spacing)
+        for k in rng.choice(len(bone), size=min(len(bone), int(rng.integers(2, 5))), replace=False):
+            centre = org + sp * bone[k][::-1]
+            _paint(case, centre, centre, float(rng.uniform(1.5, 2.5)), float(rng.uniform(1600, 1900)))
 
 
 def tangential_dose(case: Case, geo) -> tuple[Grid, np.ndarray]:
