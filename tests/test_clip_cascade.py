@@ -198,7 +198,8 @@ def test_inputs_dicom_nifti_and_refusals(clips_export, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 def _stock_plans(spacing, median):
     cfg = {"data_identifier": "nnUNetPlans_3d_fullres", "spacing": list(spacing), "patch_size": [40, 96, 96],
-           "median_image_size_in_voxels": list(median), "batch_size": 2, "normalization_schemes": ["NoNormalization"],
+           "median_image_size_in_voxels": list(median), "batch_size": 2,
+           "normalization_schemes": ["NoNormalization"],
            "architecture": {"network_class_name": "x", "arch_kwargs": {}}}
     return {"dataset_name": "Dataset502_BreastClips", "plans_name": "nnUNetPlans", "configurations": {"3d_fullres": cfg}}
 

@@ -59,8 +59,8 @@ from nnunet_breast.trainers.augmentation import INTENSITY_TRANSFORMS, transform_
 from nnunet_breast.trainers.tiny import DemoCPUSchedule, QuickDemoCPUSchedule, ShortCPUSchedule, TinyCPUSchedule
 
 __all__ = ["ClipTrainerBase", "ClipChannelMismatchError", "CTIntensityScalingTransform", "HUPaddedSpatialTransform",
-           "LinearWarmupCosineLRScheduler", "ClipRegionTarget", "ClipRegionTargetTransform", "clip_arch_kwargs", "clip_network_from_configuration",
-           "RAW_HU_UNSAFE_TRANSFORMS", "AIR_HU"]     # + every nnUNetTrainerClip* class (see trainers/__init__.py)
+           "LinearWarmupCosineLRScheduler", "ClipRegionTarget", "ClipRegionTargetTransform", "clip_arch_kwargs",
+           "clip_network_from_configuration", "RAW_HU_UNSAFE_TRANSFORMS", "AIR_HU"]     # + every nnUNetTrainerClip* class (see trainers/__init__.py)
 
 AIR_HU = -1000.0
 
@@ -476,7 +476,7 @@ class nnUNetTrainerClipSingleStage_5epochs(nnUNetTrainerClipSingleStage):
         self.num_epochs = 5
 
 
-class _DemoWidths:
+class _DemoCPU:
     """Features 8..64 and Adam at 1e-3 for the CPU demo (see :class:`_ShortCPU`)."""
 
     feature_base = 8
@@ -484,27 +484,25 @@ class _DemoWidths:
     adam_lr = 1e-3
 
 
-class nnUNetTrainerClipLocationDemoCPU(DemoCPUSchedule, _DemoWidths, nnUNetTrainerClipLocation):
+class nnUNetTrainerClipLocationDemoCPU(DemoCPUSchedule, _DemoCPU, nnUNetTrainerClipLocation):
     pass
 
 
-class nnUNetTrainerClipSegmentationDemoCPU(DemoCPUSchedule, _DemoWidths, nnUNetTrainerClipSegmentation):
+class nnUNetTrainerClipSegmentationDemoCPU(DemoCPUSchedule, _DemoCPU, nnUNetTrainerClipSegmentation):
     pass
 
 
-class nnUNetTrainerClipSingleStageDemoCPU(DemoCPUSchedule, _DemoWidths, nnUNetTrainerClipSingleStage):
+class nnUNetTrainerClipSingleStageDemoCPU(DemoCPUSchedule, _DemoCPU, nnUNetTrainerClipSingleStage):
     pass
 
 
-class nnUNetTrainerClipLocationQuickCPU(QuickDemoCPUSchedule, _DemoWidths, nnUNetTrainerClipLocation):
+class nnUNetTrainerClipLocationQuickCPU(QuickDemoCPUSchedule, _DemoCPU, nnUNetTrainerClipLocation):
     pass
 
 
-class nnUNetTrainerClipSegmentationQuickCPU(QuickDemoCPUSchedule, _DemoWidths, nnUNetTrainerClipSegmentation):
+class nnUNetTrainerClipSegmentationQuickCPU(QuickDemoCPUSchedule, _DemoCPU, nnUNetTrainerClipSegmentation):
     pass
 
 
-class nnUNetTrainerClipSingleStageQuickCPU(QuickDemoCPUSchedule, _DemoWidths, nnUNetTrainerClipSingleStage):
+class nnUNetTrainerClipSingleStageQuickCPU(QuickDemoCPUSchedule, _DemoCPU, nnUNetTrainerClipSingleStage):
     pass
-
-

@@ -109,7 +109,7 @@ def _add_clips(case: Case, tissues, geo, rng) -> None:
 
 def _paint(case: Case, p0: np.ndarray, p1: np.ndarray, radius: float, hu: float) -> None:
     """A rod (or, p0 == p1, a bead) of material ``hu`` with partial volume."""
-    sl, occ = _segment_occupancy(case.grid, p0, p1 + 1e-3, radius=radius)
+    sl, occ = _segment_occupancy(case.grid, p0, p1 + 1e-3, radius=radius)   # + 1e-3 mm: never a zero-length axis
     if sl is not None:
         case.hu[sl] = case.hu[sl] * (1 - occ) + hu * occ
 
