@@ -2,16 +2,23 @@
 
 One run, everything through the real nnU-Net CLIs (the same route as tests/test_clip_cascade_nnunet.py):
 
-1. synthetic clip cohorts: --n-train training cases, --n-test held-out cases (other seed), one --speed-size case;
-2. convert, stock planning + `nnunet-breast plan --model clips`, preprocess 3d_clip_location + 3d_clip_fullres;
-3. stage 1 five folds with --npz, `cascade prepare`, stage 2 (fold 0), single stage on 3d_clip_fullres (fold 0),
-   all with the same short schedule (--trainer-suffix, default ShortCPU: 10 epochs x 50 iterations);
-4. quality: DSC / HD95 / ASD and clip detection (found / missed / false) on the held-out cases for the cascade,
-   the single stage and the HU threshold;
+1. synthetic clip cohorts, --n-train training cases and --n-test held-out cases (other seed), --size slab (default:
+   512 x 512 CTs of real-scale anatomy cut to 120 mm of slices around the tumour bed, so that CPU training is
+   affordable), small (scaled-down ~96^2 bodies: a location net trained on them flags everything on a real CT)
+   or full; one --speed-size case (full: a whole 512 x 512 x 100 CT);
+2. convert, stratified splits, stock planning + `nnunet-breast plan --model clips`, preprocess 3d_clip_location
+   + 3d_clip_fullres;
+3. stage 1 five folds with --npz and the single stage (fold 0), --jobs of them at a time; `cascade prepare`;
+   stage 2 (fold 0; with --ablation also the paper's inputs, window + map only), all with one short schedule
+   (--trainer-suffix, default ShortCPU: 10 epochs x 50 iterations);
+4. quality: DSC / HD95 / ASD and clip detection (found / missed / false) on the held-out cases for the cascade
+   (stage 1: five-fold ensemble), the single stage and the HU threshold;
 5. speed: the whole cascade (stage 1 fold 0 + ROI + stage 2 fold 0) vs the single stage (fold 0) on the
-   --speed-size case, same predictor settings (step 0.5, no mirroring), one JSON line with the ratio.
+   --speed-size case, same predictor settings (step 0.5, no mirroring), one JSON line with the ratio; the
+   quality of both and of the threshold on that whole CT.
 
-    python benchmarks/clip_cascade.py --work /tmp/clipbench [--device cpu] [--n-train 10 --n-test 4]
+    python benchmarks/clip_cascade.py --work /tmp/clipbench [--device cpu] [--n-train 10 --n-test 4] [-np 2]
+    python benchmarks/clip_cascade.py --work /tmp/cb --size full --n-train 20 --n-test 5 --device cuda --jobs 6 -np 8
     python benchmarks/clip_cascade.py --work /tmp/clipbench --skip-training      # reuse trained models
 """
 from __future__ import annotations
@@ -19,13 +26,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+SPEED_SEED = 200
 
 
 def main() -> int:
@@ -33,10 +44,19 @@ def main() -> int:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--n-train", type=int, default=10)
     ap.add_argument("--n-test", type=int, default=4)
+    ap.add_argument("--size", choices=("small", "full", "slab"), default="slab",
+                    help="training and held-out cases (slab: real-scale 512^2 anatomy, 120 mm of slices; small: "
+                         "scaled-down ~96^2 bodies; full: 512^2 x 100)")
     ap.add_argument("--speed-size", choices=("small", "full"), default="full")
     ap.add_argument("--trainer-suffix", default="ShortCPU", help="ShortCPU (default), Tiny_2epochs, or '' (paper)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--jobs", type=int, default=1, help="nnUNetv2_train processes at a time")
+    ap.add_argument("-np", "--num-processes", type=int, default=1,
+                    help="processes for writing, converting, preprocessing and nnU-Net's predictor workers")
+    ap.add_argument("--ablation", action="store_true",
+                    help="also train and evaluate stage 2 on the paper's inputs (window + map, no metal window)")
     ap.add_argument("--skip-training", action="store_true")
+    ap.add_argument("--skip-quality", action="store_true", help="only the speed comparison (e.g. other hardware)")
     ap.add_argument("--checkpoint", default="checkpoint_final.pth",
                     help="stage-2 / single-stage checkpoint (checkpoint_best.pth: a run stopped early)")
     args = ap.parse_args()
@@ -54,65 +74,111 @@ def main() -> int:
     os.environ.setdefault("nnUNet_compile", "false")
     environ = env.child_environ()
     bindir = Path(sys.executable).parent
-    t1, t2, ts = (f"nnUNetTrainerClip{n}{args.trainer_suffix}" for n in ("Location", "Segmentation", "SingleStage"))
+    sfx = args.trainer_suffix
+    trainers = {"location": f"nnUNetTrainerClipLocation{sfx}", "segmentation": f"nnUNetTrainerClipSegmentation{sfx}",
+                "single": f"nnUNetTrainerClipSingleStage{sfx}"}
+    if args.ablation:
+        trainers["segmentation_paper_inputs"] = f"nnUNetTrainerClipSegmentationPaperInputs{sfx}"
+    npr = str(max(1, args.num_processes))
+    timings: dict[str, float] = {}
 
     def run(*cmd):
         t0 = time.perf_counter()
-        r = subprocess.run([str(bindir / cmd[0]), *map(str, cmd[1:])], capture_output=True, text=True, env=environ)
+        exe = shutil.which(cmd[0], path=f"{bindir}{os.pathsep}{environ.get('PATH', '')}") or cmd[0]
+        r = subprocess.run([exe, *map(str, cmd[1:])], capture_output=True, text=True, env=environ)
         if r.returncode != 0:
-            sys.exit(f"failed: {cmd}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-        print(f"  {' '.join(map(str, cmd[:4]))} ... {time.perf_counter() - t0:.0f} s", flush=True)
+            raise SystemExit(f"failed: {cmd}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+        print(f"  {' '.join(map(str, cmd[:6]))} ... {time.perf_counter() - t0:.0f} s", flush=True)
 
-    timings = {}
+    def parallel(commands):
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            list(pool.map(lambda c: run(*c), commands))
+
+    def phase(name, t0):
+        timings[f"{name}_s"] = round(time.perf_counter() - t0, 1)
+        print(f"[{name}] {timings[f'{name}_s']:.0f} s", flush=True)
+
+    def train(dataset, config, fold, trainer, *extra):
+        return ("nnUNetv2_train", dataset, config, fold, "-tr", trainer, *extra, "-device", args.device)
+
     if not args.skip_training:
         t0 = time.perf_counter()
-        write_cohort("clips", args.n_train, work / "export_train", seed=0, size="small", progress=False)
-        write_cohort("clips", args.n_test, work / "export_test", seed=100, size="small", progress=False)
-        run("nnunet-breast", "convert", "clips", "-i", work / "export_train", "-d", "502", "-np", "1", "--overwrite")
+        write_cohort("clips", args.n_train, work / "export_train", seed=0, size=args.size, progress=False,
+                     num_processes=int(npr))
+        write_cohort("clips", args.n_test, work / "export_test", seed=100, size=args.size, progress=False,
+                     num_processes=int(npr))
+        run("nnunet-breast", "convert", "clips", "-i", work / "export_train", "-d", "502", "-np", npr, "--overwrite")
         run("nnunet-breast", "convert", "clips", "-i", work / "export_test", "-d", "599", "--name", "ClipsTest",
-            "-np", "1", "--overwrite")
-        run("nnUNetv2_plan_and_preprocess", "-d", "502", "--no_pp", "-np", "1")
+            "-np", npr, "--overwrite")
+        run("nnunet-breast", "splits", "-d", "502", "--stratify", "side")
+        run("nnUNetv2_plan_and_preprocess", "-d", "502", "--no_pp", "-np", npr)
         run("nnunet-breast", "plan", "-d", "502", "--model", "clips")
-        run("nnUNetv2_preprocess", "-d", "502", "-c", "3d_clip_location", "3d_clip_fullres", "-np", "1", "1")
-        for fold in range(5):
-            run("nnUNetv2_train", "502", "3d_clip_location", fold, "-tr", t1, "--npz", "-device", args.device)
-        run("nnunet-breast", "cascade", "prepare", "-d", "502", "--stage2-id", "503", "-tr", t1, "--overwrite")
-        run("nnUNetv2_plan_and_preprocess", "-d", "503", "--no_pp", "-np", "1")
+        run("nnUNetv2_preprocess", "-d", "502", "-c", "3d_clip_location", "3d_clip_fullres", "-np", npr, npr)
+        phase("data", t0)
+        t0 = time.perf_counter()
+        parallel([train("502", "3d_clip_location", f, trainers["location"], "--npz") for f in range(5)]
+                 + [train("502", "3d_clip_fullres", 0, trainers["single"])])
+        phase("train_stage1_and_single", t0)
+        t0 = time.perf_counter()
+        run("nnunet-breast", "cascade", "prepare", "-d", "502", "--stage2-id", "503", "-tr", trainers["location"],
+            "--overwrite", "-np", npr)
+        run("nnUNetv2_plan_and_preprocess", "-d", "503", "--no_pp", "-np", npr)
         run("nnunet-breast", "plan", "-d", "503", "--model", "clips")
-        run("nnUNetv2_preprocess", "-d", "503", "-c", "3d_clip_segmentation", "-np", "1")
-        run("nnUNetv2_train", "503", "3d_clip_segmentation", "0", "-tr", t2, "-device", args.device)
-        run("nnUNetv2_train", "502", "3d_clip_fullres", "0", "-tr", ts, "-device", args.device)
-        timings["pipeline_and_training_s"] = round(time.perf_counter() - t0, 1)
+        run("nnUNetv2_preprocess", "-d", "503", "-c", "3d_clip_segmentation", "-np", npr)
+        phase("cascade_prepare", t0)
+        t0 = time.perf_counter()
+        parallel([train("503", "3d_clip_segmentation", 0, t) for k, t in trainers.items() if k.startswith("segm")])
+        phase("train_stage2", t0)
 
     if not (work / "export_speed" / "synth_clips.json").is_file():      # the manifest is written last
-        write_cohort("clips", 1, work / "export_speed", seed=200, size=args.speed_size, progress=False)
-    quality = evaluate_methods(work, dirs, t1, t2, ts, args.device, args.checkpoint)
-    speed = time_methods(work, t1, t2, ts, args.device, args.checkpoint)
-    result = {"quality": quality, "speed": speed, "trainers": [t1, t2, ts], "checkpoint": args.checkpoint,
-              "n_train": args.n_train,
-              "n_test": args.n_test, **timings}
+        write_cohort("clips", 1, work / "export_speed", seed=SPEED_SEED, size=args.speed_size, progress=False)
+    methods = _methods(trainers, args.device, args.checkpoint, min(int(npr), 4))
+    result = {"trainers": trainers, "checkpoint": args.checkpoint, "size": args.size, "n_train": args.n_train,
+              "n_test": args.n_test, "device": args.device}
+    if not args.skip_quality:
+        t0 = time.perf_counter()
+        result["quality"] = evaluate_methods(work, dirs, methods)
+        phase("evaluate", t0)
+        (work / "clip_cascade_benchmark.json").write_text(json.dumps(result, indent=2))
+        print(markdown(result["quality"]), flush=True)
+    t0 = time.perf_counter()
+    speed = time_methods(work, methods, args.speed_size)
+    phase("speed", t0)
+    result.update(speed=speed, timings=timings)
+    print(f"speed case {speed['shape_zyx']} (fold 0 models): " + "; ".join(
+        f"{m} DSC {q['dsc']:.3f}, {q['found']} found / {q['missed']} missed / {q['false']} false"
+        for m, q in speed["quality"].items()))
     (work / "clip_cascade_benchmark.json").write_text(json.dumps(result, indent=2))
-    print(markdown(quality))
-    print(json.dumps({"benchmark": "clip_cascade", "cascade_s": speed["cascade_s"], "single_s": speed["single_s"],
-                      "speedup": speed["speedup"], "speed_case_shape_zyx": speed["shape_zyx"]}))
+    print(json.dumps({"benchmark": "clip_cascade", "device": args.device, "cascade_s": speed["cascade_s"],
+                      "single_s": speed["single_s"], "speedup": speed["speedup"],
+                      "speed_case_shape_zyx": speed["shape_zyx"]}))
     return 0
 
 
-def _opts(method, t1, t2, ts, device, checkpoint, folds1=None):
+def _methods(trainers: dict, device: str, checkpoint: str, processes: int) -> dict:
+    """Method name -> function(folds of stage 1 or None for all) -> ClipPredictOptions."""
     from nnunet_breast.clips.predict import ClipPredictOptions
     from nnunet_breast.nnunet_predict import ModelRef
 
-    if method == "cascade":
-        return ClipPredictOptions("cascade", ModelRef(502, t1, "3d_clip_location", folds=folds1),
-                                  ModelRef(503, t2, "3d_clip_segmentation", folds=(0,), checkpoint=checkpoint), device,
-                                  use_mirroring=False)
-    if method == "single":
-        return ClipPredictOptions("single", ModelRef(502, ts, "3d_clip_fullres", folds=(0,), checkpoint=checkpoint),
-                                  None, device, use_mirroring=False)
-    return ClipPredictOptions("threshold", device=device)
+    common = dict(device=device, use_mirroring=False, num_processes_preprocessing=processes,
+                  num_processes_export=processes)
+
+    def cascade(stage2_trainer):
+        return lambda folds1: ClipPredictOptions(
+            "cascade", ModelRef(502, trainers["location"], "3d_clip_location", folds=folds1),
+            ModelRef(503, stage2_trainer, "3d_clip_segmentation", folds=(0,), checkpoint=checkpoint), **common)
+
+    methods = {"cascade": cascade(trainers["segmentation"]),
+               "single": lambda folds1: ClipPredictOptions(
+                   "single", ModelRef(502, trainers["single"], "3d_clip_fullres", folds=(0,), checkpoint=checkpoint),
+                   None, **common),
+               "threshold": lambda folds1: ClipPredictOptions("threshold", **common)}
+    if "segmentation_paper_inputs" in trainers:
+        methods["cascade_paper_inputs"] = cascade(trainers["segmentation_paper_inputs"])
+    return methods
 
 
-def evaluate_methods(work, dirs, t1, t2, ts, device, checkpoint) -> dict:
+def evaluate_methods(work, dirs, methods: dict) -> dict:
     from nnunet_breast.clips.predict import predict_clips
     from nnunet_breast.evaluation.clip_detection import detect_clips
     from nnunet_breast.evaluation.metrics import structure_metrics
@@ -121,9 +187,8 @@ def evaluate_methods(work, dirs, t1, t2, ts, device, checkpoint) -> dict:
     test_raw = next(dirs["nnUNet_raw"].glob("Dataset599_*"))
     cases = load_inputs(test_raw / "imagesTr")
     out = {}
-    for method in ("cascade", "single", "threshold"):
-        preds, _ = predict_clips(cases, work / f"pred_{method}", _opts(method, t1, t2, ts, device, checkpoint),
-                                  progress=False)
+    for method, options in methods.items():
+        preds, _ = predict_clips(cases, work / f"pred_{method}", options(None), progress=False)
         rows = []
         for p in preds:
             ref_img = sitk.ReadImage(str(test_raw / "labelsTr" / f"{p.case_id}.nii.gz"))
@@ -133,31 +198,41 @@ def evaluate_methods(work, dirs, t1, t2, ts, device, checkpoint) -> dict:
             det = detect_clips(ref, p.mask, sp)
             rows.append({"case_id": p.case_id, "dsc": m.dsc, "hd95": m.hd95, "asd": m.assd,
                          "found": det.true_positives, "missed": det.missed, "false": det.false_positives,
-                         "roi": p.roi.source if p.roi else ""})
+                         "roi": p.roi.source if p.roi else "", "roi_size_zyx": list(p.roi.size) if p.roi else None})
         out[method] = {"cases": rows,
                        "dsc_mean": float(np.nanmean([r["dsc"] for r in rows])),
                        "hd95_mean": float(np.nanmean([r["hd95"] for r in rows])),
                        "asd_mean": float(np.nanmean([r["asd"] for r in rows])),
                        "found": sum(r["found"] for r in rows), "missed": sum(r["missed"] for r in rows),
                        "false": sum(r["false"] for r in rows)}
+        print(f"  evaluated {method}: DSC {out[method]['dsc_mean']:.3f}", flush=True)
     return out
 
 
-def time_methods(work, t1, t2, ts, device, checkpoint) -> dict:
+def time_methods(work, methods: dict, speed_size: str) -> dict:
+    """Wall time of single stage vs cascade (fold 0 each) on the speed case, and their (and the threshold's)
+    quality on it: the whole CT, which training never showed when the cohort is cut to slabs."""
     from nnunet_breast.clips.predict import predict_clips
+    from nnunet_breast.evaluation.clip_detection import detect_clips
+    from nnunet_breast.evaluation.metrics import structure_metrics
     from nnunet_breast.inputs import load_inputs
+    from nnunet_breast.synth.cohort import make_case
 
     cases = load_inputs(work / "export_speed")
-    res = {"shape_zyx": list(cases[0].image.GetSize()[::-1])}
-    for method in ("single", "cascade"):
+    ref = make_case("clips", 0, SPEED_SEED, speed_size).masks["Clips"]
+    spacing = cases[0].image.GetSpacing()[::-1]
+    res = {"shape_zyx": list(cases[0].image.GetSize()[::-1]), "quality": {}}
+    for method in ("single", "cascade", "threshold"):
         t0 = time.perf_counter()
-        opts = _opts(method, t1, t2, ts, device, checkpoint, (0,))
-        preds, stages = predict_clips(cases, work / f"speed_{method}", opts, progress=False)
+        preds, stages = predict_clips(cases, work / f"speed_{method}", methods[method]((0,)), progress=False)
         res[f"{method}_s"] = round(time.perf_counter() - t0, 2)
         res[f"{method}_stages_s"] = {k: round(v, 2) for k, v in stages.items()}
         if preds[0].roi is not None:
             res["roi_size_zyx"] = list(preds[0].roi.size)
             res["roi_source"] = preds[0].roi.source
+        m, det = structure_metrics(ref, preds[0].mask, spacing), detect_clips(ref, preds[0].mask, spacing)
+        res["quality"][method] = {"dsc": m.dsc, "hd95": m.hd95, "found": det.true_positives, "missed": det.missed,
+                                  "false": det.false_positives}
     res["speedup"] = round(res["single_s"] / res["cascade_s"], 2)
     return res
 

@@ -169,6 +169,43 @@ def roi_from_probability(prob: np.ndarray, spacing_zyx: Sequence[float], margin_
     prob = np.asarray(prob)
     if prob.ndim != 3 or 0 in prob.shape:
         raise ValueError(f"prob must be a non-empty 3-D [z, y, x] array, got shape {prob.shape}")
+    return _roi_around(_bbox(prob >= threshold), prob.shape, spacing_zyx, margin_mm, min_size_vox, hu, side)
+
+
+def roi_from_coarse_probability(prob: sitk.Image, reference: sitk.Image, margin_mm: float = 10.0,
+                                min_size_vox: Sequence[int] = (96, 96, 96), threshold: float = 0.5,
+                                hu: np.ndarray | None = None, side: str | None = None) -> Roi:
+    """:func:`roi_from_probability` for a map on a coarser grid of its own (stage 1 run at its spacing).
+
+    Every coarse voxel >= ``threshold`` is taken with its whole extent (its centre +- half a coarse voxel)
+    onto the ``reference`` grid (the CT), so the ROI holds every CT voxel inside a flagged coarse voxel; the
+    margin, minimum size and fallback then act on the CT grid as for a full-resolution map. This spares the
+    cascade nnU-Net's resampling of stage-1 probabilities to the whole CT.
+    """
+    if prob.GetDimension() != 3 or reference.GetDimension() != 3:
+        raise ValueError("roi_from_coarse_probability needs 3-D images")
+    shape = tuple(reference.GetSize()[::-1])
+    box = _bbox(sitk.GetArrayViewFromImage(prob) >= threshold)
+    if box is not None:
+        box = _box_onto(box, prob, reference)
+    return _roi_around(box, shape, reference.GetSpacing()[::-1], margin_mm, min_size_vox, hu, side)
+
+
+def _box_onto(box: tuple[np.ndarray, np.ndarray], source: sitk.Image, reference: sitk.Image):
+    """(start, stop) [z, y, x] on ``source`` -> the reference voxels whose centres lie in the box's extent."""
+    lo = box[0][::-1] - 0.5                        # continuous xyz index of the box's outer faces
+    hi = box[1][::-1] - 0.5
+    corners = [[(lo, hi)[k >> a & 1][a] for a in range(3)] for k in range(8)]
+    idx = np.array([reference.TransformPhysicalPointToContinuousIndex(
+        source.TransformContinuousIndexToPhysicalPoint([float(c) for c in corner])) for corner in corners])
+    size = np.array(reference.GetSize())
+    start = np.clip(np.ceil(idx.min(0) - 1e-6).astype(int), 0, size - 1)
+    stop = np.clip(np.floor(idx.max(0) + 1e-6).astype(int) + 1, start + 1, size)
+    return start[::-1], stop[::-1]
+
+
+def _roi_around(box, shape, spacing_zyx, margin_mm, min_size_vox, hu, side) -> Roi:
+    """Margin + minimum size around ``box`` on a grid of ``shape``; the fallback region when ``box`` is None."""
     spacing = np.asarray(spacing_zyx, float)
     if spacing.shape != (3,) or np.any(spacing <= 0):
         raise ValueError(f"spacing_zyx must be 3 positive numbers, got {spacing_zyx}")
@@ -176,10 +213,9 @@ def roi_from_probability(prob: np.ndarray, spacing_zyx: Sequence[float], margin_
         raise ValueError(f"min_size_vox must have 3 entries (z, y, x), got {min_size_vox}")
     if margin_mm < 0:
         raise ValueError(f"margin_mm must be >= 0, got {margin_mm}")
-    if hu is not None and np.shape(hu) != prob.shape:
-        raise ValueError(f"hu shape {np.shape(hu)} differs from prob shape {prob.shape}")
+    if hu is not None and tuple(np.shape(hu)) != tuple(shape):
+        raise ValueError(f"hu shape {np.shape(hu)} differs from prob shape {tuple(shape)}")
 
-    box = _bbox(prob >= threshold)
     if box is not None:
         source = "prediction"
         margin_vox = np.ceil(margin_mm / spacing - 1e-9).astype(int)
@@ -187,11 +223,27 @@ def roi_from_probability(prob: np.ndarray, spacing_zyx: Sequence[float], margin_
         region, source = _fallback_region(hu, spacing, side)
         box = _bbox(region) if region is not None else None
         if box is None:
-            box = (np.zeros(3, int), np.asarray(prob.shape, int))
+            box = (np.zeros(3, int), np.asarray(shape, int))
         # the fallback box is already the whole expected region: no margin, only the minimum size
         margin_vox = np.zeros(3, int)
-    start, stop = _grow(box[0], box[1], prob.shape, margin_vox, min_size_vox)
+    start, stop = _grow(np.asarray(box[0]), np.asarray(box[1]), shape, margin_vox, min_size_vox)
     return Roi(tuple(start), tuple(stop), source)
+
+
+def resample_to_spacing(image: sitk.Image, spacing_xyz: Sequence[float], fill: float = -1000.0) -> sitk.Image:
+    """``image`` trilinearly resampled onto a grid of ``spacing_xyz`` (mm) that covers its whole extent.
+
+    The new grid starts at the image's outer face and has as many voxels as cover the extent; samples beyond
+    the image (less than one new voxel) get ``fill`` (air for a CT). Used to run stage 1 at its own spacing.
+    """
+    spacing = np.asarray(spacing_xyz, float)
+    old_sp = np.asarray(image.GetSpacing(), float)
+    extent = np.asarray(image.GetSize()) * old_sp
+    size = [int(v) for v in np.maximum(np.ceil(extent / spacing - 1e-6), 1)]
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    origin = np.asarray(image.GetOrigin()) + direction @ ((spacing - old_sp) / 2)
+    return sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, origin.tolist(), spacing.tolist(),
+                         image.GetDirection(), float(fill), sitk.sitkFloat32)
 
 
 def _check_inside(roi: Roi, size_zyx: Sequence[int]) -> None:

@@ -137,7 +137,8 @@ CLIP_LOCATION_CONFIG = "3d_clip_location"
 CLIP_FULLRES_CONFIG = "3d_clip_fullres"
 CLIP_SEGMENTATION_CONFIG = "3d_clip_segmentation"
 CLIP_LOCATION_SPACING_MM = 4.0     # stage 1 only has to find the clip region: coarse and cheap
-CLIP_PATCH = 96                    # the paper's 96^3, on the finest axis
+CLIP_LOCATION_FOV_MM = 192.0       # stage-1 patch edge: the paper's field of view (96 voxels at 2 mm)
+CLIP_PATCH = 96                    # the paper's 96^3, on the finest axis (fine models)
 
 
 def clip_configuration(base: dict, spacing_mm: float | Sequence[float], name: str, patch: int = CLIP_PATCH,
@@ -172,12 +173,15 @@ def clip_configuration(base: dict, spacing_mm: float | Sequence[float], name: st
 
 
 def plan_clips(dataset_id: int, plans_name: str = "nnUNetPlans", location_spacing_mm: float = CLIP_LOCATION_SPACING_MM,
-               spacing_mm: float | None = None, patch: int = CLIP_PATCH) -> dict[str, dict]:
+               spacing_mm: float | None = None, patch: int = CLIP_PATCH,
+               location_fov_mm: float = CLIP_LOCATION_FOV_MM) -> dict[str, dict]:
     """Add the clip configurations to a clip dataset's plans.
 
-    A whole-CT clip dataset (stage 1) gets ``3d_clip_location`` (coarse, isotropic) and ``3d_clip_fullres`` (the
-    single-stage baseline at the fine spacing); a stage-2 dataset written by ``cascade prepare`` (its
-    dataset.json says ``"stage": 2``) gets ``3d_clip_segmentation`` at the fine spacing. The fine spacing is
+    A whole-CT clip dataset (stage 1) gets ``3d_clip_location`` (coarse, isotropic, a patch of ``location_fov_mm``:
+    48^3 at 4 mm, the 192 mm the paper's 96^3 cover at 2 mm; 96^3 at 4 mm would cost 8x per iteration for context
+    a clip region does not need) and ``3d_clip_fullres`` (the single-stage baseline at the fine spacing); a stage-2
+    dataset written by ``cascade prepare`` (its dataset.json says ``"stage": 2``) gets ``3d_clip_segmentation`` at
+    the fine spacing. The fine spacing is
     nnU-Net's own 3d_fullres spacing (the planning CT's) unless ``spacing_mm`` names an isotropic one: the paper's
     2 mm makes a 2 mm clip one voxel thick, and a perfect 2 mm mask pasted back onto a 1 x 1 x 3 mm planning CT
     scores only DSC 0.64-0.72 (README, clip section).
@@ -197,11 +201,17 @@ def plan_clips(dataset_id: int, plans_name: str = "nnUNetPlans", location_spacin
                          "need raw HU (convert it with `nnunet-breast convert clips`)")
     stage = int(dataset_json.get("nnunet_breast", {}).get("stage", 1))
     fine = base["spacing"] if spacing_mm is None else spacing_mm
+    location_patch = max(8, int(round(location_fov_mm / location_spacing_mm)))
     if stage == 2:
-        wanted = {CLIP_SEGMENTATION_CONFIG: fine}
+        wanted = {CLIP_SEGMENTATION_CONFIG: (fine, patch)}
     else:
-        wanted = {CLIP_LOCATION_CONFIG: location_spacing_mm, CLIP_FULLRES_CONFIG: fine}
-    out = {name: clip_configuration(base, s, name, patch, plans_name) for name, s in wanted.items()}
+        wanted = {CLIP_LOCATION_CONFIG: (location_spacing_mm, location_patch), CLIP_FULLRES_CONFIG: (fine, patch)}
+    out = {name: clip_configuration(base, sp, name, n, plans_name) for name, (sp, n) in wanted.items()}
+    if CLIP_LOCATION_CONFIG in out:
+        # trilinear in all three axes, as `predict-clips` resamples a new CT for stage 1 (resample_to_spacing),
+        # so that stage 1 sees the same kind of 4 mm CT in training and at prediction
+        out[CLIP_LOCATION_CONFIG]["resampling_fn_data_kwargs"] = {"is_seg": False, "order": 1, "order_z": 1,
+                                                                  "force_separate_z": False}
     plans["configurations"].update(out)
     _atomic_json(plans_file, plans)
     return out

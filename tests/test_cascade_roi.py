@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_breast.cascade_roi import Roi, crop_image, paste_back, roi_from_probability
+from nnunet_breast.cascade_roi import (Roi, crop_image, paste_back, resample_to_spacing, roi_from_coarse_probability,
+                                      roi_from_probability)
 from nnunet_breast.synth.cohort import make_case
 
 
@@ -219,3 +220,58 @@ def test_roi_validation():
     with pytest.raises(ValueError):
         Roi((0, 0, 0), (5, 5, 5), "guess")
     assert Roi((1, 2, 3), (4, 6, 8), "prediction").slices() == (slice(1, 4), slice(2, 6), slice(3, 8))
+
+
+# ---------------------------------------------------------------------------------------------- coarse stage-1 maps
+def _ct(size_xyz=(90, 70, 24), spacing=(0.9, 1.1, 3.0), origin=(-40.3, 12.7, -301.5), direction=None):
+    img = sitk.Image([int(v) for v in size_xyz], sitk.sitkFloat32)
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    if direction is not None:
+        img.SetDirection(direction)
+    return img
+
+
+@pytest.mark.parametrize("direction", [None, (-1, 0, 0, 0, -1, 0, 0, 0, 1)], ids=["identity", "rotated"])
+def test_resample_to_spacing_covers_the_extent(direction):
+    ct = _ct(direction=direction)
+    ct += 40.0                                                   # water-like everywhere
+    coarse = resample_to_spacing(ct, (4.0, 4.0, 4.0))
+    assert coarse.GetSpacing() == (4.0, 4.0, 4.0) and coarse.GetDirection() == ct.GetDirection()
+    for axis in range(3):
+        extent = ct.GetSize()[axis] * ct.GetSpacing()[axis]
+        assert extent <= coarse.GetSize()[axis] * 4.0 < extent + 4.0
+    # outer faces coincide at the start; values inside are the CT's, beyond its extent air
+    first = ct.TransformContinuousIndexToPhysicalPoint([-0.5] * 3)
+    np.testing.assert_allclose(coarse.TransformContinuousIndexToPhysicalPoint([-0.5] * 3), first, atol=1e-6)
+    arr = sitk.GetArrayFromImage(coarse)
+    assert np.allclose(arr[:-1, :-1, :-1], 40.0)
+    assert set(np.unique(arr).tolist()) == {40.0, -1000.0}        # no blend of CT and fill
+
+
+@pytest.mark.parametrize("direction", [None, (-1, 0, 0, 0, -1, 0, 0, 0, 1)], ids=["identity", "rotated"])
+def test_coarse_roi_equals_roi_of_the_map_taken_onto_the_ct(direction):
+    """A coarse map gives the ROI that the same map, nearest-neighbour resampled onto the CT, gives."""
+    ct = _ct(direction=direction)
+    coarse = resample_to_spacing(ct, (4.0, 4.0, 4.0)) * 0.0
+    arr = sitk.GetArrayFromImage(coarse)
+    arr[3:5, 6, 9:12] = 0.9                     # a flagged region ...
+    arr[1, 2, 2] = 0.7                          # ... and a far flagged voxel
+    prob = sitk.GetImageFromArray(arr)
+    prob.CopyInformation(coarse)
+    on_ct = sitk.GetArrayFromImage(sitk.Resample(prob, ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0))
+    for margin, min_size in ((0.0, (1, 1, 1)), (10.0, (96, 96, 96))):
+        want = roi_from_probability(on_ct, ct.GetSpacing()[::-1], margin, min_size)
+        got = roi_from_coarse_probability(prob, ct, margin, min_size)
+        assert got == want and got.source == "prediction"
+
+
+def test_coarse_roi_falls_back_when_nothing_is_flagged(clip_cases):
+    case = clip_cases[0]
+    ct = sitk.GetImageFromArray(case.hu)
+    ct.SetSpacing(case.grid.spacing)
+    ct.SetOrigin(case.grid.origin)
+    empty = resample_to_spacing(ct, (4.0, 4.0, 4.0)) * 0.0
+    roi = roi_from_coarse_probability(empty, ct, hu=case.hu, side=case.side)
+    assert roi == roi_from_probability(np.zeros(case.hu.shape), case.grid.spacing[::-1], hu=case.hu, side=case.side)
+    assert roi.source == "fallback_breast"

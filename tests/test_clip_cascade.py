@@ -97,6 +97,19 @@ def test_prepare_fallback_when_stage1_finds_nothing(clip_stage1):
         assert r["label_voxels_outside"] == 0                        # the clips sit in the treated breast
 
 
+def test_prepare_in_parallel_writes_the_same_dataset(clip_stage1):
+    raw1, model = clip_stage1
+    write_oof(raw1, model, lambda lab: (lab > 0) * 0.8)
+    serial = prepare_stage2(502, 503, settings=RoiSettings(min_size_mm=40.0), progress=False)
+    arrays = {f.name: sitk.GetArrayFromImage(sitk.ReadImage(str(f))) for f in serial.dataset_dir.rglob("*.nii.gz")}
+    parallel = prepare_stage2(502, 503, settings=RoiSettings(min_size_mm=40.0), overwrite=True, progress=False,
+                              num_processes=2)
+    assert parallel.rois == serial.rois
+    again = {f.name: sitk.GetArrayFromImage(sitk.ReadImage(str(f))) for f in parallel.dataset_dir.rglob("*.nii.gz")}
+    assert again.keys() == arrays.keys() and len(arrays) == 9
+    assert all(np.array_equal(again[k], arrays[k]) for k in arrays)
+
+
 def test_prepare_without_map_for_the_ablation(clip_stage1):
     raw1, model = clip_stage1
     write_oof(raw1, model, lambda lab: (lab > 0) * 0.9)
@@ -225,9 +238,11 @@ def test_plan_clips_fine_spacing(nnunet_dirs, spacing_mm, expected):
 
     folder = Path(nnunet_dirs["nnUNet_preprocessed"]) / "Dataset502_BreastClips"
     folder.mkdir(parents=True)
-    (folder / "nnUNetPlans.json").write_text(json.dumps(_stock_plans([3.0, 1.1, 1.1], [40, 96, 96])))
     (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "noNorm"}, "labels": {}}))
+    (folder / "nnUNetPlans.json").write_text(json.dumps(_stock_plans([3.0, 1.1, 1.1], [100, 400, 400])))
     out = plan_clips(502, spacing_mm=spacing_mm)
     assert out["3d_clip_location"]["spacing"] == [4.0] * 3 and out["3d_clip_fullres"]["spacing"] == expected
+    assert out["3d_clip_location"]["patch_size"] == [48, 48, 48]                   # 192 mm, the paper's view
+    assert out["3d_clip_location"]["resampling_fn_data_kwargs"]["order"] == 1     # as predict-clips resamples
     written = json.loads((folder / "nnUNetPlans.json").read_text())["configurations"]
     assert set(written) == {"3d_fullres", "3d_clip_location", "3d_clip_fullres"}

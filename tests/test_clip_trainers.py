@@ -24,16 +24,19 @@ PATCH = [32, 64, 64]
 STRIDES = {4: [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
            5: [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]]}
 
-# trainer -> (dataset channels, expected input-layer out channels, binary, passthrough)
+# trainer -> (dataset channels, expected input-layer out channels, binary, passthrough, metal window)
+M = (300.0, 3000.0)
 VARIANTS = {
-    clips.nnUNetTrainerClipLocation: (1, 2, 300.0, 0),
-    clips.nnUNetTrainerClipLocationNoBinary: (1, 1, None, 0),
-    clips.nnUNetTrainerClipSegmentation: (2, 2, None, 1),
-    clips.nnUNetTrainerClipSegmentationNoMap: (1, 1, None, 0),
-    clips.nnUNetTrainerClipLocation_5epochs: (1, 2, 300.0, 0),
-    clips.nnUNetTrainerClipSegmentation_5epochs: (2, 2, None, 1),
-    clips.nnUNetTrainerClipLocationTiny_2epochs: (1, 2, 300.0, 0),
-    clips.nnUNetTrainerClipSegmentationTiny_2epochs: (2, 2, None, 1),
+    clips.nnUNetTrainerClipLocation: (1, 2, 300.0, 0, None),
+    clips.nnUNetTrainerClipLocationNoBinary: (1, 1, None, 0, None),
+    clips.nnUNetTrainerClipSegmentation: (2, 3, None, 1, M),
+    clips.nnUNetTrainerClipSegmentationPaperInputs: (2, 2, None, 1, None),
+    clips.nnUNetTrainerClipSegmentationNoMap: (1, 2, None, 0, M),
+    clips.nnUNetTrainerClipSingleStage: (1, 3, 300.0, 0, M),
+    clips.nnUNetTrainerClipLocation_5epochs: (1, 2, 300.0, 0, None),
+    clips.nnUNetTrainerClipSegmentation_5epochs: (2, 3, None, 1, M),
+    clips.nnUNetTrainerClipLocationTiny_2epochs: (1, 2, 300.0, 0, None),
+    clips.nnUNetTrainerClipSegmentationTiny_2epochs: (2, 3, None, 1, M),
 }
 
 
@@ -103,11 +106,12 @@ def build(trainer, n_channels: int, configuration: str = "3d_fullres", deep_supe
 @pytest.mark.parametrize("trainer", list(VARIANTS), ids=lambda t: t.__name__)
 @pytest.mark.parametrize("configuration,n_stages", [("3d_fullres", 5), ("3d_4stages", 4)])
 def test_network_per_variant(trainer, configuration, n_stages):
-    n_ch, out_ch, binary, passthrough = VARIANTS[trainer]
+    n_ch, out_ch, binary, passthrough, metal = VARIANTS[trainer]
     net = build(trainer, n_ch, configuration)
     assert isinstance(net, ResSEUNet3d)
     assert net.input_layer.in_channels == n_ch and net.input_layer.out_channels == out_ch
     assert net.input_layer.binary_threshold_hu == binary and net.input_layer.passthrough_channels == passthrough
+    assert net.input_layer.metal_window == metal
     assert net.n_stages == n_stages
     assert [len(s.blocks) for s in net.encoder.stages] == [1] + [2] * (n_stages - 1)
     feats = [s.output_channels for s in net.encoder.stages] if hasattr(net.encoder.stages[0], "output_channels") \
@@ -142,7 +146,7 @@ def test_configuration_naming_resseunet_keeps_its_kwargs_but_trainer_sets_input(
     assert net.encoder.output_channels == [16, 32, 64, 64, 64]
     assert net.input_layer.binary_threshold_hu is None                      # from the trainer (ablation)
     net = build(clips.nnUNetTrainerClipSegmentation, 2, "clip_resse")
-    assert net.input_layer.passthrough_channels == 1 and net.input_layer.out_channels == 2
+    assert net.input_layer.passthrough_channels == 1 and net.input_layer.out_channels == 3
     tiny = build(clips.nnUNetTrainerClipLocationTiny_2epochs, 1, "clip_resse")
     assert tiny.encoder.output_channels == [8, 16, 32, 32, 32] and tiny.input_layer.out_channels == 2
 

@@ -1,4 +1,4 @@
-"""ClipInputLayer (raw HU -> window / binary / passthrough) and ResSEUNet3d (clip paper's Res-SE-U-Net)."""
+"""ClipInputLayer (raw HU -> window / binary / metal / passthrough) and ResSEUNet3d (clip paper's Res-SE-U-Net)."""
 from __future__ import annotations
 
 import json
@@ -54,14 +54,27 @@ def test_input_layer_exact_values():
     assert win.flatten().tolist() == [-1.0, 0.0, 1.0]
 
 
-@pytest.mark.parametrize("binary,passthrough,names", [
-    (300.0, 0, ["window", "binary"]),
-    (None, 0, ["window"]),
-    (300.0, 1, ["window", "binary", "passthrough_0"]),
-    (None, 1, ["window", "passthrough_0"]),
+def test_input_layer_metal_window_exact_values():
+    hu = [-1000.0, 0.0, 300.0, 1200.0, 1650.0, 3000.0, 3071.0]
+    out = ClipInputLayer(metal_window=(300.0, 3000.0))(_hu(hu))[0, :, :, 0, 0]
+    assert out.shape == (3, len(hu))
+    assert out[2].tolist() == pytest.approx([0.0, 0.0, 0.0, 1 / 3, 0.5, 1.0, 1.0])
+    # the window and binary channels are unchanged by the extra channel
+    assert torch.equal(out[:2], ClipInputLayer()(_hu(hu))[0, :, :, 0, 0])
+    with pytest.raises(ValueError, match="metal_window"):
+        ClipInputLayer(metal_window=(3000.0, 300.0))
+
+
+@pytest.mark.parametrize("binary,passthrough,metal,names", [
+    (300.0, 0, None, ["window", "binary"]),
+    (None, 0, None, ["window"]),
+    (300.0, 1, None, ["window", "binary", "passthrough_0"]),
+    (None, 1, None, ["window", "passthrough_0"]),
+    (None, 1, (300.0, 3000.0), ["window", "metal", "passthrough_0"]),
+    (300.0, 0, (300.0, 3000.0), ["window", "binary", "metal"]),
 ])
-def test_input_layer_channel_counts_and_passthrough(binary, passthrough, names):
-    layer = ClipInputLayer(binary_threshold_hu=binary, passthrough_channels=passthrough)
+def test_input_layer_channel_counts_and_passthrough(binary, passthrough, metal, names):
+    layer = ClipInputLayer(binary_threshold_hu=binary, passthrough_channels=passthrough, metal_window=metal)
     assert layer.out_channels == len(names) and layer.channel_names == names
     prob = [0.0, 0.25, 0.123456789, 1.0]
     x = _hu([-1000.0, 0.0, 300.0, 1000.0], [prob] * passthrough)

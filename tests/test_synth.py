@@ -179,7 +179,7 @@ def _digest(folder: Path) -> str:
 def test_same_seed_same_bytes_other_seed_other_cases(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     write_cohort("clips", 2, a, seed=7, progress=False)
-    write_cohort("clips", 2, b, seed=7, progress=False)
+    write_cohort("clips", 2, b, seed=7, progress=False, num_processes=2)    # parallel: the same files
     write_cohort("clips", 2, c, seed=8, progress=False)
     assert _digest(a) == _digest(b)
     assert _digest(a) != _digest(c)
@@ -226,3 +226,25 @@ def test_clip_cases_carry_unlabelled_decoys_a_threshold_takes_for_clips():
         assert case.hu[clips].max() >= 2500
     # partial volume on 5 mm slices dims a BB or a wire below 1500 HU now and then, as on a real CT
     assert sum(counts) >= 4 and sum(c > 0 for c in counts) >= 3, counts
+
+
+def test_crop_slices_keeps_world_positions_and_every_clip():
+    from nnunet_breast.synth import phantom
+
+    case = make_case("clips", 2, 0)
+    full_hu, full_origin, dz = case.hu.copy(), case.grid.origin, case.grid.spacing[2]
+    n_clip = int(case.masks["Clips"].sum())
+    centre = float(np.mean([c["centre_mm"][2] for c in case.clips]))
+    phantom.crop_slices(case, centre, length_mm=60.0)
+    k0 = int(round((case.grid.origin[2] - full_origin[2]) / dz))
+    assert case.hu.shape[0] == round(60.0 / dz) and case.grid.shape == case.hu.shape
+    np.testing.assert_array_equal(case.hu, full_hu[k0:k0 + case.hu.shape[0]])      # same voxels, same places
+    assert case.grid.origin[:2] == full_origin[:2] and case.masks["Clips"].sum() == n_clip
+
+
+def test_slab_size_is_real_scale_anatomy_around_the_clips():
+    case = make_case("clips", 0, 0, size="slab")
+    z = case.grid.axis_mm("z")
+    assert case.hu.shape[1:] == (512, 512) and 110 <= z[-1] - z[0] + case.grid.spacing[2] <= 130
+    assert case.masks["Clips"].any() and case.meta["R_mm"] > 150                     # a real body, not a mini one
+    assert all(z[0] <= c["centre_mm"][2] <= z[-1] for c in case.clips)

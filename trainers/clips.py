@@ -60,9 +60,11 @@ from nnunet_breast.trainers.tiny import DemoCPUSchedule, QuickDemoCPUSchedule, S
 
 __all__ = ["ClipTrainerBase", "ClipChannelMismatchError", "CTIntensityScalingTransform", "HUPaddedSpatialTransform",
            "LinearWarmupCosineLRScheduler", "ClipRegionTarget", "ClipRegionTargetTransform", "clip_arch_kwargs",
-           "clip_network_from_configuration", "RAW_HU_UNSAFE_TRANSFORMS", "AIR_HU"]     # + every nnUNetTrainerClip* class (see trainers/__init__.py)
+           "clip_network_from_configuration", "RAW_HU_UNSAFE_TRANSFORMS", "AIR_HU", "METAL_WINDOW"]     # + every nnUNetTrainerClip* class (see trainers/__init__.py)
 
 AIR_HU = -1000.0
+#: HU window of the fine nets' metal channel (not in the paper; see ClipInputLayer): where a clip's label edge lies
+METAL_WINDOW = (300.0, 3000.0)
 
 #: nnU-Net intensity augmentations that must not touch raw HU (class names, looked up through RandomTransform)
 RAW_HU_UNSAFE_TRANSFORMS = INTENSITY_TRANSFORMS
@@ -108,6 +110,7 @@ def clip_arch_kwargs(strides: Sequence[Sequence[int]], kernel_sizes: Sequence[Se
         "window": [-200.0, 200.0],
         "binary_threshold_hu": 300.0,
         "passthrough_channels": 0,
+        "metal_window": None,
         "se_ratio": 0.25,
         "se_at": "bottleneck",
     }
@@ -118,7 +121,8 @@ def clip_arch_kwargs(strides: Sequence[Sequence[int]], kernel_sizes: Sequence[Se
 def clip_network_from_configuration(configuration_manager, num_input_channels: int, num_output_channels: int,
                                     enable_deep_supervision: bool, binary_threshold_hu: float | None = 300.0,
                                     passthrough_channels: int = 0, feature_base: int | None = None,
-                                    feature_cap: int | None = None, trainer_name: str = "clip trainer"):
+                                    feature_cap: int | None = None, trainer_name: str = "clip trainer",
+                                    metal_window: Sequence[float] | None = None):
     """ResSEUNet3d for a configuration (see the module docstring); the input variant is always the caller's."""
     expected = 1 + int(passthrough_channels)
     if int(num_input_channels) != expected:
@@ -130,7 +134,8 @@ def clip_network_from_configuration(configuration_manager, num_input_channels: i
             "probability map (2-channel) dataset for the segmentation net with map.")
     arch = configuration_manager.configuration["architecture"]
     clip = {"binary_threshold_hu": None if binary_threshold_hu is None else float(binary_threshold_hu),
-            "passthrough_channels": int(passthrough_channels)}
+            "passthrough_channels": int(passthrough_channels),
+            "metal_window": None if metal_window is None else [float(v) for v in metal_window]}
     if arch["network_class_name"] == NETWORK_CLASS_NAME:
         kwargs = dict(arch["arch_kwargs"], **clip)
         required = list(arch.get("_kw_requires_import", ARCH_KWARGS_REQ_IMPORT))
@@ -311,6 +316,7 @@ class ClipTrainerBase(nnUNetTrainer):
 
     binary_threshold_hu: float | None = 300.0
     passthrough_channels: int = 0
+    metal_window: tuple[float, float] | None = None     # the paper's inputs; the fine nets set METAL_WINDOW
     feature_base: int | None = None     # None: 32 (or the configuration's features when it names ResSEUNet3d)
     feature_cap: int | None = None      # None: 320
     adam_lr: float = 1e-4
@@ -335,7 +341,8 @@ class ClipTrainerBase(nnUNetTrainer):
         return clip_network_from_configuration(
             configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision,
             binary_threshold_hu=cls.binary_threshold_hu, passthrough_channels=cls.passthrough_channels,
-            feature_base=cls.feature_base, feature_cap=cls.feature_cap, trainer_name=cls.__name__)
+            feature_base=cls.feature_base, feature_cap=cls.feature_cap, trainer_name=cls.__name__,
+            metal_window=cls.metal_window)
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
@@ -395,16 +402,25 @@ class nnUNetTrainerClipLocationNoBinary(ClipRegionTarget, ClipTrainerBase):
 
 
 class nnUNetTrainerClipSegmentation(ClipTrainerBase):
-    """Segmentation Net: window + the stage-1 probability map (2-channel dataset: CT 'noNorm', map)."""
+    """Segmentation Net: window + metal window + the stage-1 probability map (2-channel dataset: CT 'noNorm', map).
+
+    The metal channel is our addition (see :data:`METAL_WINDOW`); :class:`nnUNetTrainerClipSegmentationPaperInputs`
+    is the paper's net (window + map)."""
 
     binary_threshold_hu = None
     passthrough_channels = 1
+    metal_window = METAL_WINDOW
 
 
-class nnUNetTrainerClipSegmentationNoMap(ClipTrainerBase):
-    """Ablation: Segmentation Net on the CT window only (1-channel dataset, no binary channel)."""
+class nnUNetTrainerClipSegmentationPaperInputs(nnUNetTrainerClipSegmentation):
+    """Ablation: the paper's Segmentation Net inputs, window + map (no metal channel)."""
 
-    binary_threshold_hu = None
+    metal_window = None
+
+
+class nnUNetTrainerClipSegmentationNoMap(nnUNetTrainerClipSegmentation):
+    """Ablation: Segmentation Net without the stage-1 map: window + metal window (1-channel dataset)."""
+
     passthrough_channels = 0
 
 
@@ -434,13 +450,19 @@ class nnUNetTrainerClipSegmentationTiny_2epochs(TinyCPUSchedule, nnUNetTrainerCl
     feature_cap = 32
 
 
+class nnUNetTrainerClipSegmentationPaperInputsTiny_2epochs(TinyCPUSchedule, nnUNetTrainerClipSegmentationPaperInputs):
+    feature_base = 8
+    feature_cap = 32
+
+
 class nnUNetTrainerClipSingleStage(ClipTrainerBase):
-    """Single-stage baseline (paper Table 2): the location net's inputs (window + binary HU >= 300), trained on the
-    clip labels themselves and run on the whole CT at the fine spacing (configuration ``3d_clip_fullres``), so the
-    cascade is compared with the strongest one-net setup."""
+    """Single-stage baseline (paper Table 2): the location net's inputs (window + binary HU >= 300) plus the metal
+    window of the segmentation net, trained on the clip labels themselves and run on the whole CT at the fine spacing
+    (configuration ``3d_clip_fullres``), so the cascade is compared with the strongest one-net setup."""
 
     binary_threshold_hu = 300.0
     passthrough_channels = 0
+    metal_window = METAL_WINDOW
 
 
 class nnUNetTrainerClipSingleStageTiny_2epochs(TinyCPUSchedule, nnUNetTrainerClipSingleStage):
@@ -467,6 +489,10 @@ class nnUNetTrainerClipSegmentationShortCPU(_ShortCPU, nnUNetTrainerClipSegmenta
 
 
 class nnUNetTrainerClipSingleStageShortCPU(_ShortCPU, nnUNetTrainerClipSingleStage):
+    pass
+
+
+class nnUNetTrainerClipSegmentationPaperInputsShortCPU(_ShortCPU, nnUNetTrainerClipSegmentationPaperInputs):
     pass
 
 

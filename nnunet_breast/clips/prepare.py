@@ -32,7 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from nnunet_breast.cascade_roi import Roi, crop_image, roi_from_probability
+from nnunet_breast.cascade_roi import Roi, crop_image, roi_from_coarse_probability, roi_from_probability
 from nnunet_breast.env import dataset_dir, model_dir, nnunet_folder
 from nnunet_breast.files import atomic_write_text
 
@@ -54,8 +54,13 @@ class RoiSettings:
     def min_size_vox(self, spacing_zyx) -> tuple[int, int, int]:
         return tuple(int(math.ceil(self.min_size_mm / s - 1e-6)) for s in spacing_zyx)  # type: ignore[return-value]
 
-    def roi(self, prob: np.ndarray, image: sitk.Image, hu: np.ndarray | None = None, side: str | None = None) -> Roi:
+    def roi(self, prob: np.ndarray | sitk.Image, image: sitk.Image, hu: np.ndarray | None = None,
+            side: str | None = None) -> Roi:
+        """ROI on ``image``'s grid from a map on that grid (array) or on a coarser grid of its own (image)."""
         spacing = image.GetSpacing()[::-1]
+        if isinstance(prob, sitk.Image):
+            return roi_from_coarse_probability(prob, image, self.margin_mm, self.min_size_vox(spacing),
+                                               self.threshold, hu=hu, side=side)
         return roi_from_probability(prob, spacing, self.margin_mm, self.min_size_vox(spacing), self.threshold,
                                     hu=hu, side=side)
 
@@ -125,11 +130,32 @@ def _write(arr_or_img, path: Path, reference: sitk.Image | None = None) -> None:
     sitk.WriteImage(img, str(path), useCompression=True)
 
 
+def _crop_case(raw1: Path, cid: str, fold_map: tuple[int, Path], settings: RoiSettings, side: str | None,
+               with_map: bool, staging: Path) -> dict:
+    """One case's ROI, CT / map / label crops written into ``staging``; returns its cascade_rois.json entry."""
+    fold, npz = fold_map
+    image = sitk.ReadImage(str(raw1 / "imagesTr" / f"{cid}_0000.nii.gz"))
+    label = sitk.ReadImage(str(raw1 / "labelsTr" / f"{cid}.nii.gz"))
+    fg = clip_probability(npz)
+    hu = sitk.GetArrayFromImage(image)
+    if fg.shape != hu.shape:
+        raise CascadeError(f"{npz}: probability map shape {fg.shape} differs from the CT's {hu.shape}")
+    roi = settings.roi(fg, image, hu=hu, side=side)
+    lab = sitk.GetArrayFromImage(label)
+    outside = int((lab > 0).sum() - (lab[roi.slices()] > 0).sum())
+    _write(crop_image(image, roi), staging / "imagesTr" / f"{cid}_0000.nii.gz")
+    if with_map:
+        _write(fg[roi.slices()], staging / "imagesTr" / f"{cid}_0001.nii.gz", crop_image(image, roi))
+    _write(crop_image(label, roi), staging / "labelsTr" / f"{cid}.nii.gz")
+    return {"roi": roi.to_json(), "fold": fold, "image_size_zyx": list(hu.shape), "label_voxels_outside": outside}
+
+
 def prepare_stage2(stage1_id: int, stage2_id: int, *, name: str | None = None, trainer: str = STAGE1_TRAINER,
                    plans: str = "nnUNetPlans", configuration: str = STAGE1_CONFIG,
                    settings: RoiSettings = RoiSettings(), with_map: bool = True, overwrite: bool = False,
-                   progress: bool = True) -> PrepareResult:
-    """Build ``$nnUNet_raw/Dataset<stage2_id>_<name>`` (see the module docstring).
+                   progress: bool = True, num_processes: int = 1) -> PrepareResult:
+    """Build ``$nnUNet_raw/Dataset<stage2_id>_<name>`` (see the module docstring); ``num_processes`` cases at a
+    time (a full-size case reads a ~130 MB probability file).
 
     ``with_map=False`` writes the CT crops only: the dataset of the paper's "segmentation net without the
     feature map" ablation (``nnUNetTrainerClipSegmentationNoMap``); the ROI still comes from stage 1.
@@ -159,24 +185,16 @@ def prepare_stage2(stage1_id: int, stage2_id: int, *, name: str | None = None, t
         (staging / sub).mkdir(parents=True)
 
     sides = _case_sides(raw1)
-    rois: dict[str, dict] = {}
-    for cid in tqdm(case_ids, desc="stage-2 crops", disable=not progress, unit="case"):
-        fold, npz = maps[cid]
-        image = sitk.ReadImage(str(raw1 / "imagesTr" / f"{cid}_0000.nii.gz"))
-        label = sitk.ReadImage(str(raw1 / "labelsTr" / f"{cid}.nii.gz"))
-        fg = clip_probability(npz)
-        hu = sitk.GetArrayFromImage(image)
-        if fg.shape != hu.shape:
-            raise CascadeError(f"{npz}: probability map shape {fg.shape} differs from the CT's {hu.shape}")
-        roi = settings.roi(fg, image, hu=hu, side=sides.get(cid) or None)
-        lab = sitk.GetArrayFromImage(label)
-        outside = int((lab > 0).sum() - (lab[roi.slices()] > 0).sum())
-        _write(crop_image(image, roi), staging / "imagesTr" / f"{cid}_0000.nii.gz")
-        if with_map:
-            _write(fg[roi.slices()], staging / "imagesTr" / f"{cid}_0001.nii.gz", crop_image(image, roi))
-        _write(crop_image(label, roi), staging / "labelsTr" / f"{cid}.nii.gz")
-        rois[cid] = {"roi": roi.to_json(), "fold": fold, "image_size_zyx": list(hu.shape),
-                     "label_voxels_outside": outside}
+    jobs = [(raw1, cid, maps[cid], settings, sides.get(cid) or None, with_map, staging) for cid in case_ids]
+    if num_processes > 1 and len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(num_processes, len(jobs))) as pool:
+            futures = [pool.submit(_crop_case, *job) for job in jobs]
+            done = [f.result() for f in tqdm(futures, desc="stage-2 crops", disable=not progress, unit="case")]
+    else:
+        done = [_crop_case(*job) for job in tqdm(jobs, desc="stage-2 crops", disable=not progress, unit="case")]
+    rois = dict(zip(case_ids, done))
 
     channels = {"0": "noNorm", "1": "noNorm"} if with_map else {"0": "noNorm"}
     ds2 = {"channel_names": channels, "labels": ds1["labels"], "numTraining": len(case_ids),

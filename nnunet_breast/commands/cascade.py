@@ -38,6 +38,7 @@ def add_arguments(p):
     prep.add_argument("--no-map", action="store_true",
                       help="CT crops only (ablation: nnUNetTrainerClipSegmentationNoMap); the ROI still from stage 1")
     prep.add_argument("--overwrite", action="store_true", help="replace an existing stage-2 dataset")
+    prep.add_argument("-np", "--num-processes", type=int, default=1, help="cases cropped in parallel")
 
 
 def run(args) -> int:
@@ -47,7 +48,8 @@ def run(args) -> int:
         settings = RoiSettings(args.threshold, args.margin_mm, args.min_size_mm)
         result = prepare_stage2(args.dataset_id, args.stage2_id, name=args.name, trainer=args.trainer,
                                 plans=args.plans, configuration=args.configuration, settings=settings,
-                                with_map=not args.no_map, overwrite=args.overwrite)
+                                with_map=not args.no_map, overwrite=args.overwrite,
+                                num_processes=max(1, args.num_processes))
     except (CascadeError, ValueError) as e:
         raise UserError(str(e)) from None
     n = len(result.rois)

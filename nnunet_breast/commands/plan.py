@@ -30,7 +30,10 @@ def add_arguments(p):
     p.add_argument("--spacing-mm", type=float, default=None,
                    help="clips: isotropic stage-2 / single-stage spacing (default: nnU-Net's 3d_fullres spacing; "
                         "2 is the paper's)")
-    p.add_argument("--patch", type=int, default=96, help="clips: patch edge in voxels on the finest axis (96)")
+    p.add_argument("--patch", type=int, default=96,
+                   help="clips: fine models' patch edge in voxels on the finest axis (96)")
+    p.add_argument("--location-fov-mm", type=float, default=192.0,
+                   help="clips: stage-1 patch edge in mm (192: the paper's 96 voxels at 2 mm; 48 voxels at 4 mm)")
 
 
 def run(args) -> int:
@@ -39,7 +42,7 @@ def run(args) -> int:
     if args.model == "clips":
         try:
             configs = planning.plan_clips(args.dataset_id, args.plans_name, args.location_spacing_mm,
-                                          args.spacing_mm, args.patch)
+                                          args.spacing_mm, args.patch, args.location_fov_mm)
         except ValueError as e:
             raise UserError(str(e)) from None
         for name, c in configs.items():

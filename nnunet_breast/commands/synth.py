@@ -17,8 +17,10 @@ def add_arguments(p):
     p.add_argument("--n", type=int, required=True, help="number of cases")
     p.add_argument("--out", required=True, type=Path, help="output folder (created; cases replaced whole)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", choices=("small", "full"), default="small",
-                   help="small: ~96x96x44 voxels for CPU tests; full: 512x512x100 for benchmarks")
+    p.add_argument("--size", choices=("small", "full", "slab"), default="small",
+                   help="small: ~96x96x44 voxels, a scaled-down body, for CPU tests; full: 512x512x100; slab: a full "
+                        "case cut to 120 mm of slices around the tumour bed (real-scale anatomy for CPU training)")
+    p.add_argument("-np", "--num-processes", type=int, default=1, help="cases written in parallel (same files)")
 
 
 def run(args) -> int:
@@ -28,6 +30,7 @@ def run(args) -> int:
         raise UserError("--n must be at least 1")
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} exists and is not a folder")
-    written = write_cohort(args.cohort, args.n, args.out, seed=args.seed, size=args.size)
+    written = write_cohort(args.cohort, args.n, args.out, seed=args.seed, size=args.size,
+                           num_processes=max(1, args.num_processes))
     print(f"wrote {len(written)} {args.cohort} cases to {args.out}")
     return 0

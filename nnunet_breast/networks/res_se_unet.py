@@ -113,7 +113,8 @@ class ResSEUNet3d(AbstractDynamicNetworkArchitectures):
     LeakyReLU, ``{"inplace": True}``), ``deep_supervision``, ``conv_op`` (default ``nn.Conv3d``; ``nn.Conv2d`` works
     too, pass a 2D ``norm_op`` then).
 
-    Args (clip): ``window``, ``binary_threshold_hu``, ``passthrough_channels`` (see :class:`ClipInputLayer`),
+    Args (clip): ``window``, ``binary_threshold_hu``, ``metal_window``, ``passthrough_channels`` (see
+    :class:`ClipInputLayer`),
     ``se_ratio`` (SE reduction: hidden width = round(C * se_ratio)), ``se_at`` in ``("bottleneck", "all", "none")``.
     """
 
@@ -141,6 +142,7 @@ class ResSEUNet3d(AbstractDynamicNetworkArchitectures):
         se_ratio: float = 0.25,
         se_at: str | None = "bottleneck",
         conv_op: type[nn.Module] = nn.Conv3d,
+        metal_window: Sequence[float] | None = None,
     ):
         super().__init__()
         # weight-transfer keys (AbstractDynamicNetworkArchitectures convention, same layout as ResidualEncoderUNet)
@@ -186,7 +188,7 @@ class ResSEUNet3d(AbstractDynamicNetworkArchitectures):
         self.se_ratio = float(se_ratio)
 
         self.input_layer = ClipInputLayer(window=window, binary_threshold_hu=binary_threshold_hu,
-                                          passthrough_channels=passthrough_channels)
+                                          passthrough_channels=passthrough_channels, metal_window=metal_window)
         self.encoder = ResidualEncoder(
             self.input_layer.out_channels, n_stages, list(features_per_stage), conv_op, kernel_sizes, strides,
             list(n_blocks_per_stage), conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin,

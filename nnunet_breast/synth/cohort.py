@@ -45,6 +45,12 @@ def make_case(cohort: str, index: int, seed: int = 0, size: str = "small") -> Ca
     else:
         case.dose = tangential_dose(case, geo)
     case.meta = {"R_mm": geo["R"]}
+    if size == "slab":
+        if case.clips:
+            centre = float(np.mean([c["centre_mm"][2] for c in case.clips]))
+        else:
+            centre = geo["z0"] + geo["breast_c"][side][2] * (geo["z1"] - geo["z0"])
+        phantom.crop_slices(case, centre)
     return case
 
 
@@ -175,16 +181,30 @@ def tangential_dose(case: Case, geo) -> tuple[Grid, np.ndarray]:
     return dgrid, dose.astype(np.float32)
 
 
-def write_cohort(cohort: str, n: int, out: Path, seed: int = 0, size: str = "small", progress: bool = True) -> list[Path]:
-    """Write ``n`` cases under ``out/<PatientID>/`` as CT slices + RTSTRUCT (+ RTDOSE for breast)."""
+def _write_one(cohort: str, index: int, seed: int, size: str, out: Path) -> Path:
     from nnunet_breast.synth.export import write_case  # pydicom is only needed when writing
 
+    return write_case(make_case(cohort, index, seed, size), out, seed)
+
+
+def write_cohort(cohort: str, n: int, out: Path, seed: int = 0, size: str = "small", progress: bool = True,
+                 num_processes: int = 1) -> list[Path]:
+    """Write ``n`` cases under ``out/<PatientID>/`` as CT slices + RTSTRUCT (+ RTDOSE for breast).
+
+    Cases are independent (one random stream each), so ``num_processes`` > 1 writes the same bytes faster
+    (a full-size case takes ~10 s).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i in tqdm(range(n), desc=f"synth {cohort}", disable=not progress, unit="case"):
-        case = make_case(cohort, i, seed, size)
-        written.append(write_case(case, out, seed))
+    jobs = [(cohort, i, seed, size, out) for i in range(n)]
+    if num_processes > 1 and n > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(num_processes, n)) as pool:
+            futures = [pool.submit(_write_one, *job) for job in jobs]
+            written = [f.result() for f in tqdm(futures, desc=f"synth {cohort}", disable=not progress, unit="case")]
+    else:
+        written = [_write_one(*job) for job in tqdm(jobs, desc=f"synth {cohort}", disable=not progress, unit="case")]
     manifest = {"cohort": cohort, "n": n, "seed": seed, "size": size,
                 "cases": [p.name for p in written], "generator": "nnunet_breast.synth"}
     (out / f"synth_{cohort}.json").write_text(json.dumps(manifest, indent=2))

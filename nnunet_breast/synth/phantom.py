@@ -51,7 +51,8 @@ class Case:
     dose: tuple[Grid, np.ndarray] | None = None        # breast cohort: (dose grid, Gy [z, y, x])
 
 
-SIZES = {"small": (96, 44), "full": (512, 100)}
+SIZES = {"small": (96, 44), "full": (512, 100), "slab": (512, 100)}
+SLAB_MM = 120.0   # "slab": a full-size case cut to this many mm of slices around the tumour bed / treated breast
 
 
 def make_grid(rng: np.random.Generator, size: str) -> Grid:
@@ -212,3 +213,20 @@ def finish(hu: np.ndarray, rng: np.random.Generator, noise: float, intercept: fl
     out = ndimage.gaussian_filter(hu, sigma_vox)
     out += noise * rng.standard_normal(hu.shape).astype(np.float32)
     return np.clip(np.round(out), intercept, intercept + 4095).astype(np.float32)
+
+
+def crop_slices(case: Case, centre_z_mm: float, length_mm: float = SLAB_MM) -> None:
+    """Keep ``length_mm`` of slices centred on ``centre_z_mm`` (in place): a CT exported over a sub-range of
+    slices. Real-scale anatomy at a fraction of the voxels, for CPU training; the dose grid (same slices) too."""
+    g = case.grid
+    dz = g.spacing[2]
+    n = min(g.shape[0], max(1, int(round(length_mm / dz))))
+    k0 = int(np.clip(round((centre_z_mm - length_mm / 2 - g.origin[2]) / dz), 0, g.shape[0] - n))
+    keep = slice(k0, k0 + n)
+    case.hu = case.hu[keep]
+    case.masks = {k: m[keep] for k, m in case.masks.items()}
+    case.grid = Grid((n, *g.shape[1:]), g.spacing, (g.origin[0], g.origin[1], g.origin[2] + k0 * dz))
+    if case.dose is not None:
+        dgrid, dose = case.dose
+        case.dose = (Grid((n, *dgrid.shape[1:]), dgrid.spacing, (dgrid.origin[0], dgrid.origin[1],
+                                                                   dgrid.origin[2] + k0 * dz)), dose[keep])
