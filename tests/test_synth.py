@@ -248,3 +248,16 @@ def test_slab_size_is_real_scale_anatomy_around_the_clips():
     assert case.hu.shape[1:] == (512, 512) and 110 <= z[-1] - z[0] + case.grid.spacing[2] <= 130
     assert case.masks["Clips"].any() and case.meta["R_mm"] > 150                     # a real body, not a mini one
     assert all(z[0] <= c["centre_mm"][2] <= z[-1] for c in case.clips)
+
+
+def test_crop_slices_crops_the_dose_grid_alike():
+    from nnunet_breast.synth import phantom
+
+    case = make_case("breast", 1, 0)
+    dose_before, z_before, dz = case.dose[1].copy(), case.grid.origin[2], case.grid.spacing[2]
+    phantom.crop_slices(case, case.grid.axis_mm("z")[10], length_mm=45.0)
+    dgrid, dose = case.dose
+    k0, n = int(round((case.grid.origin[2] - z_before) / dz)), int(round(45.0 / dz))
+    assert dose.shape[0] == case.hu.shape[0] == dgrid.shape[0] == n
+    assert dgrid.origin[2] == case.grid.origin[2]                                 # the same slices as the CT
+    np.testing.assert_array_equal(dose, dose_before[k0:k0 + n])
