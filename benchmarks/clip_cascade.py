@@ -19,6 +19,7 @@ One run, everything through the real nnU-Net CLIs (the same route as tests/test_
 
     python benchmarks/clip_cascade.py --work /tmp/clipbench [--device cpu] [--n-train 10 --n-test 4] [-np 2]
     python benchmarks/clip_cascade.py --work /tmp/cb --size full --n-train 20 --n-test 5 --device cuda --jobs 6 -np 8
+    python benchmarks/clip_cascade.py --work /tmp/clipbench --resume             # go on after an interruption
     python benchmarks/clip_cascade.py --work /tmp/clipbench --skip-training      # reuse trained models
 """
 from __future__ import annotations
@@ -55,6 +56,11 @@ def main() -> int:
                     help="processes for writing, converting, preprocessing and nnU-Net's predictor workers")
     ap.add_argument("--ablation", action="store_true",
                     help="also train and evaluate stage 2 on the paper's inputs (window + map, no metal window)")
+    ap.add_argument("--fine-patch", type=int, default=96,
+                    help="patch edge of the fine models in voxels on the finest axis (`plan --patch`; 96)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep what an earlier run of the same --work finished: cohorts, converted and preprocessed "
+                         "data, trained folds (checkpoint_final.pth), the stage-2 dataset")
     ap.add_argument("--skip-training", action="store_true")
     ap.add_argument("--skip-quality", action="store_true", help="only the speed comparison (e.g. other hardware)")
     ap.add_argument("--checkpoint", default="checkpoint_final.pth",
@@ -101,33 +107,55 @@ def main() -> int:
     def train(dataset, config, fold, trainer, *extra):
         return ("nnUNetv2_train", dataset, config, fold, "-tr", trainer, *extra, "-device", args.device)
 
+    def todo(*outputs) -> bool:
+        """False when --resume and every output of a step exists."""
+        return not (args.resume and all(Path(o).exists() for o in outputs))
+
+    def trained(dataset, config, fold, trainer) -> Path:
+        name = {"502": "Dataset502_BreastClips", "503": "Dataset503_BreastClipsStage2"}[dataset]
+        return dirs["nnUNet_results"] / name / f"{trainer}__nnUNetPlans__{config}" / f"fold_{fold}" / \
+            "checkpoint_final.pth"
+
     if not args.skip_training:
         t0 = time.perf_counter()
-        write_cohort("clips", args.n_train, work / "export_train", seed=0, size=args.size, progress=False,
-                     num_processes=int(npr))
-        write_cohort("clips", args.n_test, work / "export_test", seed=100, size=args.size, progress=False,
-                     num_processes=int(npr))
-        run("nnunet-breast", "convert", "clips", "-i", work / "export_train", "-d", "502", "-np", npr, "--overwrite")
-        run("nnunet-breast", "convert", "clips", "-i", work / "export_test", "-d", "599", "--name", "ClipsTest",
-            "-np", npr, "--overwrite")
-        run("nnunet-breast", "splits", "-d", "502", "--stratify", "side")
-        run("nnUNetv2_plan_and_preprocess", "-d", "502", "--no_pp", "-np", npr)
-        run("nnunet-breast", "plan", "-d", "502", "--model", "clips")
-        run("nnUNetv2_preprocess", "-d", "502", "-c", "3d_clip_location", "3d_clip_fullres", "-np", npr, npr)
+        for part, n, seed in (("train", args.n_train, 0), ("test", args.n_test, 100)):
+            if todo(work / f"export_{part}" / "synth_clips.json"):          # the manifest is written last
+                write_cohort("clips", n, work / f"export_{part}", seed=seed, size=args.size, progress=False,
+                             num_processes=int(npr))
+        pre1 = dirs["nnUNet_preprocessed"] / "Dataset502_BreastClips"
+        if todo(dirs["nnUNet_raw"] / "Dataset502_BreastClips" / "dataset.json"):
+            run("nnunet-breast", "convert", "clips", "-i", work / "export_train", "-d", "502", "-np", npr,
+                "--overwrite")
+        if todo(dirs["nnUNet_raw"] / "Dataset599_ClipsTest" / "dataset.json"):
+            run("nnunet-breast", "convert", "clips", "-i", work / "export_test", "-d", "599", "--name", "ClipsTest",
+                "-np", npr, "--overwrite")
+        if todo(pre1 / "splits_final.json"):
+            run("nnunet-breast", "splits", "-d", "502", "--stratify", "side")
+        if todo(pre1 / "nnUNetPlans.json"):
+            run("nnUNetv2_plan_and_preprocess", "-d", "502", "--no_pp", "-np", npr)
+        run("nnunet-breast", "plan", "-d", "502", "--model", "clips", "--patch", args.fine_patch)
+        if todo(pre1 / "nnUNetPlans_3d_clip_location", pre1 / "nnUNetPlans_3d_clip_fullres"):
+            run("nnUNetv2_preprocess", "-d", "502", "-c", "3d_clip_location", "3d_clip_fullres", "-np", npr, npr)
         phase("data", t0)
         t0 = time.perf_counter()
-        parallel([train("502", "3d_clip_location", f, trainers["location"], "--npz") for f in range(5)]
-                 + [train("502", "3d_clip_fullres", 0, trainers["single"])])
+        jobs = [train("502", "3d_clip_location", f, trainers["location"], "--npz") for f in range(5)] + \
+            [train("502", "3d_clip_fullres", 0, trainers["single"])]
+        parallel([j for j in jobs if todo(trained(*j[1:4], j[5]))])
         phase("train_stage1_and_single", t0)
         t0 = time.perf_counter()
-        run("nnunet-breast", "cascade", "prepare", "-d", "502", "--stage2-id", "503", "-tr", trainers["location"],
-            "--overwrite", "-np", npr)
-        run("nnUNetv2_plan_and_preprocess", "-d", "503", "--no_pp", "-np", npr)
-        run("nnunet-breast", "plan", "-d", "503", "--model", "clips")
-        run("nnUNetv2_preprocess", "-d", "503", "-c", "3d_clip_segmentation", "-np", npr)
+        pre2 = dirs["nnUNet_preprocessed"] / "Dataset503_BreastClipsStage2"
+        if todo(dirs["nnUNet_raw"] / "Dataset503_BreastClipsStage2" / "dataset.json"):
+            run("nnunet-breast", "cascade", "prepare", "-d", "502", "--stage2-id", "503", "-tr", trainers["location"],
+                "--overwrite", "-np", npr)
+        if todo(pre2 / "nnUNetPlans.json"):
+            run("nnUNetv2_plan_and_preprocess", "-d", "503", "--no_pp", "-np", npr)
+        run("nnunet-breast", "plan", "-d", "503", "--model", "clips", "--patch", args.fine_patch)
+        if todo(pre2 / "nnUNetPlans_3d_clip_segmentation"):
+            run("nnUNetv2_preprocess", "-d", "503", "-c", "3d_clip_segmentation", "-np", npr)
         phase("cascade_prepare", t0)
         t0 = time.perf_counter()
-        parallel([train("503", "3d_clip_segmentation", 0, t) for k, t in trainers.items() if k.startswith("segm")])
+        jobs = [train("503", "3d_clip_segmentation", 0, t) for k, t in trainers.items() if k.startswith("segm")]
+        parallel([j for j in jobs if todo(trained(*j[1:4], j[5]))])
         phase("train_stage2", t0)
 
     if not (work / "export_speed" / "synth_clips.json").is_file():      # the manifest is written last
