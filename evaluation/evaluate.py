@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from nnunet_breast.evaluation.clip_detection import detect_clips
 from nnunet_breast.evaluation.metrics import StructureMetrics, evaluate_case, summarize
 from nnunet_breast.files import atomic_write_csv, atomic_write_text
+from nnunet_breast.parallel import map_cases
 from nnunet_breast.regions import OverlapEncoding
 
 METRIC_COLUMNS = ["case_id", "structure", "dsc", "hd95", "hd", "assd", "asd_ref_to_pred", "asd_pred_to_ref",
@@ -75,11 +73,7 @@ def evaluate_folder(ref_dir: Path, pred_dir: Path, dataset_json: Path, out_dir: 
     if not cases:
         raise ValueError(f"no case of {ref_dir} has a prediction in {pred_dir}")
     args = [(c, Path(ref_dir), Path(pred_dir), encoding, cohort, tolerance_mm) for c in cases]
-    if num_processes > 1:
-        with ProcessPoolExecutor(num_processes, mp_context=get_context("spawn")) as pool:
-            outputs = list(tqdm(pool.map(_star, args), total=len(args), desc="evaluate", disable=not progress))
-    else:
-        outputs = [evaluate_one(*a) for a in tqdm(args, desc="evaluate", disable=not progress)]
+    outputs = map_cases(evaluate_one, args, num_processes, desc="evaluate", progress=progress)
     rows = [r for case_rows, _ in outputs for r in case_rows]
     clips = [c for _, c in outputs if c is not None]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -94,10 +88,6 @@ def evaluate_folder(ref_dir: Path, pred_dir: Path, dataset_json: Path, out_dir: 
         summary["clips"] = {k: int(sum(c[k] for c in clips)) for k in ("clips_true", "clips_missed", "clips_false")}
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=_json_nan))
     return summary
-
-
-def _star(a):
-    return evaluate_one(*a)
 
 
 def _as_metrics(rows: list[dict]) -> list[StructureMetrics]:

@@ -36,7 +36,7 @@ def test_evaluate_label_maps_and_probabilities(breast_dataset, tmp_path, run_cli
             sitk.WriteImage(img, str(pred_dir / f"{cid}.nii.gz"))
     out = tmp_path / "eval"
     r = run_cli(["nnunet-breast", "evaluate", "--ref", ds / "labelsTr", "--pred", pred_dir, "-d", "501", "-o", out,
-                 "-np", "1"])
+                 "-np", "2"])                                        # two worker processes: same rows, same order
     assert r.returncode == 0, r.stderr
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -496,6 +496,20 @@ class nnUNetTrainerClipSegmentationPaperInputsShortCPU(_ShortCPU, nnUNetTrainerC
     pass
 
 
+class _LongCPU(_ShortCPU):
+    """3x the ShortCPU schedule (30 epochs x 50 iterations) for the fine nets: same widths and LR."""
+
+    schedule = (30, 50, 2)
+
+
+class nnUNetTrainerClipSegmentationLongCPU(_LongCPU, nnUNetTrainerClipSegmentation):
+    pass
+
+
+class nnUNetTrainerClipSingleStageLongCPU(_LongCPU, nnUNetTrainerClipSingleStage):
+    pass
+
+
 class nnUNetTrainerClipSingleStage_5epochs(nnUNetTrainerClipSingleStage):
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from nnunet_breast.cascade_roi import Roi, crop_image, roi_from_coarse_probability, roi_from_probability
 from nnunet_breast.env import dataset_dir, model_dir, nnunet_folder
 from nnunet_breast.files import atomic_write_text
+from nnunet_breast.parallel import map_cases
 
 STAGE1_TRAINER = "nnUNetTrainerClipLocation"
 STAGE1_CONFIG = "3d_clip_location"
@@ -186,15 +186,7 @@ def prepare_stage2(stage1_id: int, stage2_id: int, *, name: str | None = None, t
 
     sides = _case_sides(raw1)
     jobs = [(raw1, cid, maps[cid], settings, sides.get(cid) or None, with_map, staging) for cid in case_ids]
-    if num_processes > 1 and len(jobs) > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(min(num_processes, len(jobs))) as pool:
-            futures = [pool.submit(_crop_case, *job) for job in jobs]
-            done = [f.result() for f in tqdm(futures, desc="stage-2 crops", disable=not progress, unit="case")]
-    else:
-        done = [_crop_case(*job) for job in tqdm(jobs, desc="stage-2 crops", disable=not progress, unit="case")]
-    rois = dict(zip(case_ids, done))
+    rois = dict(zip(case_ids, map_cases(_crop_case, jobs, num_processes, desc="stage-2 crops", progress=progress)))
 
     channels = {"0": "noNorm", "1": "noNorm"} if with_map else {"0": "noNorm"}
     ds2 = {"channel_names": channels, "labels": ds1["labels"], "numTraining": len(case_ids),

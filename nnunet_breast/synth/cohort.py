@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
 from nnunet_breast import catalog
+from nnunet_breast.parallel import map_cases
 from nnunet_breast.synth import phantom
 from nnunet_breast.synth.phantom import Case, Grid
 
@@ -196,15 +196,8 @@ def write_cohort(cohort: str, n: int, out: Path, seed: int = 0, size: str = "sma
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(cohort, i, seed, size, out) for i in range(n)]
-    if num_processes > 1 and n > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(min(num_processes, n)) as pool:
-            futures = [pool.submit(_write_one, *job) for job in jobs]
-            written = [f.result() for f in tqdm(futures, desc=f"synth {cohort}", disable=not progress, unit="case")]
-    else:
-        written = [_write_one(*job) for job in tqdm(jobs, desc=f"synth {cohort}", disable=not progress, unit="case")]
+    written = map_cases(_write_one, [(cohort, i, seed, size, out) for i in range(n)], num_processes,
+                        desc=f"synth {cohort}", progress=progress)
     manifest = {"cohort": cohort, "n": n, "seed": seed, "size": size,
                 "cases": [p.name for p in written], "generator": "nnunet_breast.synth"}
     (out / f"synth_{cohort}.json").write_text(json.dumps(manifest, indent=2))
