@@ -10,7 +10,8 @@ One run, everything through the real nnU-Net CLIs (the same route as tests/test_
    + 3d_clip_fullres;
 3. stage 1 five folds with --npz and the single stage (fold 0), --jobs of them at a time; `cascade prepare`;
    stage 2 (fold 0; with --ablation also the paper's inputs, window + map only), all with one short schedule
-   (--trainer-suffix, default ShortCPU: 10 epochs x 50 iterations);
+   (--trainer-suffix, default ShortCPU: 10 epochs x 50 iterations; --trainer ROLE=NAME swaps one role's trainer,
+   e.g. --trainer segmentation=nnUNetTrainerClipSegmentationLongCPU);
 4. quality: DSC / HD95 / ASD and clip detection (found / missed / false) on the held-out cases for the cascade
    (stage 1: five-fold ensemble), the single stage and the HU threshold;
 5. speed: the whole cascade (stage 1 fold 0 + ROI + stage 2 fold 0) vs the single stage (fold 0) on the
@@ -21,6 +22,10 @@ One run, everything through the real nnU-Net CLIs (the same route as tests/test_
     python benchmarks/clip_cascade.py --work /tmp/cb --size full --n-train 20 --n-test 5 --device cuda --jobs 6 -np 8
     python benchmarks/clip_cascade.py --work /tmp/clipbench --resume             # go on after an interruption
     python benchmarks/clip_cascade.py --work /tmp/clipbench --skip-training      # reuse trained models
+    python benchmarks/clip_cascade.py --work /tmp/clipbench --skip-training --skip-speed --test-seed 300
+                                                              # the same models on a second held-out cohort
+    python benchmarks/clip_cascade.py --work /tmp/clipbench --resume --skip-speed \
+        --trainer segmentation=nnUNetTrainerClipSegmentationLongCPU           # a longer stage 2, same stage 1
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+TEST_SEED = 100
 SPEED_SEED = 200
 
 
@@ -50,8 +56,16 @@ def main() -> int:
                          "scaled-down ~96^2 bodies; full: 512^2 x 100)")
     ap.add_argument("--speed-size", choices=("small", "full"), default="full")
     ap.add_argument("--trainer-suffix", default="ShortCPU", help="ShortCPU (default), Tiny_2epochs, or '' (paper)")
+    ap.add_argument("--trainer", action="append", default=[], metavar="ROLE=NAME",
+                    help="override one role's trainer (roles: location, segmentation, single, "
+                         "segmentation_paper_inputs); repeatable")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--jobs", type=int, default=1, help="nnUNetv2_train processes at a time")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="nnUNetv2_train processes at a time (GPU; on a CPU keep 1: nnU-Net gives each CPU "
+                         "training all cores, and two at a time on 2 cores ran 4.4x slower per epoch)")
+    ap.add_argument("--test-seed", type=int, default=TEST_SEED,
+                    help=f"seed of the held-out cohort ({TEST_SEED}); another seed gets folders of its own "
+                         "(export_test_seedN, Dataset598_ClipsTestSeedN, pred_*_seedN, ..._seedN.json)")
     ap.add_argument("-np", "--num-processes", type=int, default=1,
                     help="processes for writing, converting, preprocessing and nnU-Net's predictor workers")
     ap.add_argument("--ablation", action="store_true",
@@ -63,6 +77,7 @@ def main() -> int:
                          "data, trained folds (checkpoint_final.pth), the stage-2 dataset")
     ap.add_argument("--skip-training", action="store_true")
     ap.add_argument("--skip-quality", action="store_true", help="only the speed comparison (e.g. other hardware)")
+    ap.add_argument("--skip-speed", action="store_true", help="only the held-out quality (e.g. another trainer)")
     ap.add_argument("--checkpoint", default="checkpoint_final.pth",
                     help="stage-2 / single-stage checkpoint (checkpoint_best.pth: a run stopped early)")
     args = ap.parse_args()
@@ -70,6 +85,16 @@ def main() -> int:
     from nnunet_breast import env
     from nnunet_breast.synth.cohort import write_cohort
 
+    sfx = args.trainer_suffix
+    trainers = {"location": f"nnUNetTrainerClipLocation{sfx}", "segmentation": f"nnUNetTrainerClipSegmentation{sfx}",
+                "single": f"nnUNetTrainerClipSingleStage{sfx}"}
+    if args.ablation:
+        trainers["segmentation_paper_inputs"] = f"nnUNetTrainerClipSegmentationPaperInputs{sfx}"
+    for override in args.trainer:
+        role, _, name = override.partition("=")
+        if role not in trainers or not name:
+            ap.error(f"--trainer {override!r}: expected ROLE=NAME with ROLE one of {', '.join(trainers)}")
+        trainers[role] = name
     work = args.work.resolve()
     dirs = {v: work / v for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
     for p in dirs.values():
@@ -80,11 +105,6 @@ def main() -> int:
     os.environ.setdefault("nnUNet_compile", "false")
     environ = env.child_environ()
     bindir = Path(sys.executable).parent
-    sfx = args.trainer_suffix
-    trainers = {"location": f"nnUNetTrainerClipLocation{sfx}", "segmentation": f"nnUNetTrainerClipSegmentation{sfx}",
-                "single": f"nnUNetTrainerClipSingleStage{sfx}"}
-    if args.ablation:
-        trainers["segmentation_paper_inputs"] = f"nnUNetTrainerClipSegmentationPaperInputs{sfx}"
     npr = str(max(1, args.num_processes))
     timings: dict[str, float] = {}
 
@@ -118,17 +138,13 @@ def main() -> int:
 
     if not args.skip_training:
         t0 = time.perf_counter()
-        for part, n, seed in (("train", args.n_train, 0), ("test", args.n_test, 100)):
-            if todo(work / f"export_{part}" / "synth_clips.json"):          # the manifest is written last
-                write_cohort("clips", n, work / f"export_{part}", seed=seed, size=args.size, progress=False,
-                             num_processes=int(npr))
+        if todo(work / "export_train" / "synth_clips.json"):              # the manifest is written last
+            write_cohort("clips", args.n_train, work / "export_train", seed=0, size=args.size, progress=False,
+                         num_processes=int(npr))
         pre1 = dirs["nnUNet_preprocessed"] / "Dataset502_BreastClips"
         if todo(dirs["nnUNet_raw"] / "Dataset502_BreastClips" / "dataset.json"):
             run("nnunet-breast", "convert", "clips", "-i", work / "export_train", "-d", "502", "-np", npr,
                 "--overwrite")
-        if todo(dirs["nnUNet_raw"] / "Dataset599_ClipsTest" / "dataset.json"):
-            run("nnunet-breast", "convert", "clips", "-i", work / "export_test", "-d", "599", "--name", "ClipsTest",
-                "-np", npr, "--overwrite")
         if todo(pre1 / "splits_final.json"):
             run("nnunet-breast", "splits", "-d", "502", "--stratify", "side")
         if todo(pre1 / "nnUNetPlans.json"):
@@ -158,17 +174,32 @@ def main() -> int:
         parallel([j for j in jobs if todo(trained(*j[1:4], j[5]))])
         phase("train_stage2", t0)
 
-    if not (work / "export_speed" / "synth_clips.json").is_file():      # the manifest is written last
+    tag = "" if args.test_seed == TEST_SEED else f"_seed{args.test_seed}"
+    test_id, test_name = ("599", "ClipsTest") if not tag else ("598", f"ClipsTestSeed{args.test_seed}")
+    test_raw = dirs["nnUNet_raw"] / f"Dataset{test_id}_{test_name}"
+    if not args.skip_quality:
+        if not (work / f"export_test{tag}" / "synth_clips.json").is_file():
+            write_cohort("clips", args.n_test, work / f"export_test{tag}", seed=args.test_seed, size=args.size,
+                         progress=False, num_processes=int(npr))
+        if not (test_raw / "dataset.json").is_file():
+            run("nnunet-breast", "convert", "clips", "-i", work / f"export_test{tag}", "-d", test_id, "--name",
+                test_name, "-np", npr, "--overwrite")
+    if not args.skip_speed and not (work / "export_speed" / "synth_clips.json").is_file():   # manifest: last
         write_cohort("clips", 1, work / "export_speed", seed=SPEED_SEED, size=args.speed_size, progress=False)
     methods = _methods(trainers, args.device, args.checkpoint, min(int(npr), 4))
     result = {"trainers": trainers, "checkpoint": args.checkpoint, "size": args.size, "n_train": args.n_train,
-              "n_test": args.n_test, "device": args.device}
+              "n_test": args.n_test, "test_seed": args.test_seed, "device": args.device}
+    result_file = work / f"clip_cascade_benchmark{tag}.json"
     if not args.skip_quality:
         t0 = time.perf_counter()
-        result["quality"] = evaluate_methods(work, dirs, methods)
+        result["quality"] = evaluate_methods(work, test_raw, methods, tag)
         phase("evaluate", t0)
-        (work / "clip_cascade_benchmark.json").write_text(json.dumps(result, indent=2))
+        result_file.write_text(json.dumps(result, indent=2))
         print(markdown(result["quality"]), flush=True)
+    if args.skip_speed:
+        result["timings"] = timings
+        result_file.write_text(json.dumps(result, indent=2))
+        return 0
     t0 = time.perf_counter()
     speed = time_methods(work, methods, args.speed_size)
     phase("speed", t0)
@@ -176,7 +207,7 @@ def main() -> int:
     print(f"speed case {speed['shape_zyx']} (fold 0 models): " + "; ".join(
         f"{m} DSC {q['dsc']:.3f}, {q['found']} found / {q['missed']} missed / {q['false']} false"
         for m, q in speed["quality"].items()))
-    (work / "clip_cascade_benchmark.json").write_text(json.dumps(result, indent=2))
+    result_file.write_text(json.dumps(result, indent=2))
     print(json.dumps({"benchmark": "clip_cascade", "device": args.device, "cascade_s": speed["cascade_s"],
                       "single_s": speed["single_s"], "speedup": speed["speedup"],
                       "speed_case_shape_zyx": speed["shape_zyx"]}))
@@ -206,17 +237,16 @@ def _methods(trainers: dict, device: str, checkpoint: str, processes: int) -> di
     return methods
 
 
-def evaluate_methods(work, dirs, methods: dict) -> dict:
+def evaluate_methods(work, test_raw: Path, methods: dict, tag: str = "") -> dict:
     from nnunet_breast.clips.predict import predict_clips
     from nnunet_breast.evaluation.clip_detection import detect_clips
     from nnunet_breast.evaluation.metrics import structure_metrics
     from nnunet_breast.inputs import load_inputs
 
-    test_raw = next(dirs["nnUNet_raw"].glob("Dataset599_*"))
     cases = load_inputs(test_raw / "imagesTr")
     out = {}
     for method, options in methods.items():
-        preds, _ = predict_clips(cases, work / f"pred_{method}", options(None), progress=False)
+        preds, _ = predict_clips(cases, work / f"pred_{method}{tag}", options(None), progress=False)
         rows = []
         for p in preds:
             ref_img = sitk.ReadImage(str(test_raw / "labelsTr" / f"{p.case_id}.nii.gz"))

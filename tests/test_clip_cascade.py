@@ -159,6 +159,28 @@ def test_threshold_baseline_finds_clips_inside_the_body():
     assert not big_only.any()
 
 
+def test_predicted_specks_below_the_smallest_clip_are_dropped(tmp_path):
+    """A 1- or 2-voxel speck (3 / 6 mm^3 at 1 x 1 x 3 mm) is not a clip; a clip-sized component (24 mm^3) is."""
+    from nnunet_breast.clips.predict import MIN_CLIP_MM3, ClipPredictOptions, predict_clips
+    from nnunet_breast.inputs import InputCT
+
+    z, y, x = np.mgrid[:12, :40, :40]
+    hu = np.where((y - 20) ** 2 + (x - 20) ** 2 <= 15 ** 2, 40.0, -1000.0).astype(np.float32)   # a water body
+    hu[4:6, 10:12, 10:12] = 3000.0          # clip: 8 voxels = 24 mm^3
+    hu[9, 25, 25] = 3000.0                  # speck: 3 mm^3
+    hu[2, 28, 14:16] = 3000.0               # speck: 6 mm^3
+    img = sitk.GetImageFromArray(hu)
+    img.SetSpacing((1.0, 1.0, 3.0))
+    case = InputCT("SPECKS", img)
+    assert 6.0 < MIN_CLIP_MM3 < 24.0
+    preds, _ = predict_clips([case], tmp_path / "default", ClipPredictOptions("threshold"), progress=False)
+    assert [c["voxels"] for c in preds[0].clips] == [8]
+    assert preds[0].mask.sum() == 8 and preds[0].mask[4:6, 10:12, 10:12].all()
+    loose, _ = predict_clips([case], tmp_path / "loose", ClipPredictOptions("threshold", min_clip_mm3=2.0),
+                             progress=False)
+    assert sorted(c["voxels"] for c in loose[0].clips) == [1, 2, 8]
+
+
 def test_clip_table_centroids_in_patient_mm():
     arr = np.full((10, 20, 30), 0.0, np.float32)
     mask = np.zeros(arr.shape, bool)

@@ -10,7 +10,9 @@
 * ``single``: one nnU-Net model on the whole CT (the single-stage Res-SE-U-Net baseline).
 * ``threshold``: HU threshold inside the body mask (:mod:`nnunet_breast.clips.threshold`).
 
-Components under ``min_clip_mm3`` (2 mm^3) are dropped from every method's mask: a clip is 15-25 mm^3.
+Components under ``min_clip_mm3`` (:data:`MIN_CLIP_MM3`, 8 mm^3) are dropped from every method's mask: the
+smallest clip holds ~16 mm^3 of metal (a medium ligating clip, 5 mm x 2 mm), so a component under half of that
+is a speck (a noise voxel, a fragment of a marker wire), not a clip.
 Every CT first gets the clip datasets' preprocessing: HU outside the body mask set to air (-1000), as
 ``convert clips`` did for training. Per case, ``OUT/<case>.nii.gz`` (0/1 on the CT grid, nnU-Net's layout,
 so ``nnUNetv2_evaluate_folder`` and ``nnunet-breast evaluate`` read it) and ``OUT/<case>_clips.json``
@@ -40,6 +42,7 @@ from nnunet_breast.islands import remove_islands
 from nnunet_breast.nnunet_predict import ModelRef, make_predictor, predict_files
 
 METHODS = ("cascade", "single", "threshold")
+MIN_CLIP_MM3 = 8.0      # half the metal of the smallest clip (pi * 1 mm^2 * 5 mm ~ 16 mm^3)
 
 
 @dataclass
@@ -55,7 +58,7 @@ class ClipPredictOptions:
     num_processes_preprocessing: int = 1
     num_processes_export: int = 1
     keep_work: bool = False
-    min_clip_mm3: float = 2.0                   # specks below this are not clips (a clip is ~15-25 mm^3)
+    min_clip_mm3: float = MIN_CLIP_MM3          # specks below this are not clips
 
 
 @dataclass

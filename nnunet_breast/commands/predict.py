@@ -41,6 +41,8 @@ def add_arguments(p):
     c.add_argument("--stage2-c", default="3d_clip_segmentation")
     c.add_argument("--stage2-f", nargs="+", help="stage-2 folds")
     c.add_argument("--threshold-hu", type=float, default=1500.0, help="threshold method: HU (1500)")
+    c.add_argument("--min-clip-mm3", type=float, default=8.0,
+                   help="drop clip components smaller than this (8 mm^3: half the metal of the smallest clip)")
     t = p.add_argument_group("tumour-bed proposal")
     t.add_argument("--margin-mm", type=float, default=10.0, help="margin around the clips' convex hull (10)")
     t.add_argument("--outlier-mm", type=float, default=40.0,
@@ -78,7 +80,7 @@ def build_options(args):
                                          args.checkpoint)
         clips = ClipPredictOptions(args.clips_method, stage1, stage2, device, not args.disable_tta,
                                    threshold_hu=args.threshold_hu, num_processes_preprocessing=args.npp,
-                                   num_processes_export=args.nps)
+                                   num_processes_export=args.nps, min_clip_mm3=args.min_clip_mm3)
     return PredictOptions(args.model, breast, clips, device, not args.disable_tta, args.min_island_cc, args.margin_mm,
                           args.outlier_mm or None, not args.no_rtstruct, not args.no_preview, args.num_parts,
                           args.part_id, args.overwrite, not args.no_spacing_check, args.npp, args.nps)

@@ -44,6 +44,8 @@ def add_arguments(p):
     p.add_argument("--method", choices=("cascade", "single", "threshold"), default="cascade")
     add_model_arguments(p)
     p.add_argument("--threshold-hu", type=float, default=1500.0, help="threshold method: HU (1500)")
+    p.add_argument("--min-clip-mm3", type=float, default=8.0,
+                   help="drop components smaller than this (8 mm^3: half the metal of the smallest clip)")
     p.add_argument("--side", choices=("L", "R"), help="treated side, used only when stage 1 finds no clip")
     p.add_argument("--keep-work", action="store_true", help="keep intermediate files in OUT/.work")
 
@@ -81,7 +83,8 @@ def clip_options(args):
                                      args.stage2_trainer, args.stage2_configuration, args.plans, args.folds,
                                      args.stage2_folds, args.checkpoint)
     return ClipPredictOptions(args.method, stage1, stage2, args.device or default_device(), not args.disable_tta,
-                              args.step_size, args.threshold_hu, args.side, args.npp, args.nps, args.keep_work)
+                              args.step_size, args.threshold_hu, args.side, args.npp, args.nps, args.keep_work,
+                              args.min_clip_mm3)
 
 
 def run(args) -> int:
