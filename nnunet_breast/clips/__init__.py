@@ -9,3 +9,7 @@
 The ROI geometry itself (box, margin, minimum size, fallback, crop, paste back) is
 :mod:`nnunet_breast.cascade_roi`.
 """
+
+# Smallest clip component any method reports: half the metal of the smallest clip (a medium ligating clip,
+# 5 mm x 2 mm: pi * 1 mm^2 * 5 mm ~ 16 mm^3). Here, not in predict.py, so that the CLIs' --help stays light.
+MIN_CLIP_MM3 = 8.0

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from nnunet_breast.body import air_outside_body
 from nnunet_breast.cascade_roi import Roi, crop_image, paste_back, resample_to_spacing
+from nnunet_breast.clips import MIN_CLIP_MM3
 from nnunet_breast.clips.prepare import RoiSettings, clip_probability
 from nnunet_breast.clips.table import clip_table, write_clips_json
 from nnunet_breast.clips.threshold import DEFAULT_THRESHOLD_HU, threshold_clips
@@ -42,7 +43,6 @@ from nnunet_breast.islands import remove_islands
 from nnunet_breast.nnunet_predict import ModelRef, make_predictor, predict_files
 
 METHODS = ("cascade", "single", "threshold")
-MIN_CLIP_MM3 = 8.0      # half the metal of the smallest clip (pi * 1 mm^2 * 5 mm ~ 16 mm^3)
 
 
 @dataclass
@@ -106,7 +106,8 @@ def predict_clips(cases: list[InputCT], out_dir: Path, opts: ClipPredictOptions,
     rois: dict[str, Roi] = {}
     if opts.method == "threshold":
         t0 = time.perf_counter()
-        masks = {cid: threshold_clips(img, opts.threshold_hu) for cid, img in images.items()}
+        # no speck filter here: every method's mask gets the same one (min_clip_mm3) below
+        masks = {cid: threshold_clips(img, opts.threshold_hu, min_volume_mm3=0) for cid, img in images.items()}
         timings["threshold_s"] = time.perf_counter() - t0
     else:
         ids = list(images)

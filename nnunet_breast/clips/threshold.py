@@ -10,13 +10,14 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_breast.body import body_mask
+from nnunet_breast.clips import MIN_CLIP_MM3
 from nnunet_breast.islands import remove_islands
 
 DEFAULT_THRESHOLD_HU = 1500.0
 
 
-def threshold_clips(image: sitk.Image, threshold_hu: float = DEFAULT_THRESHOLD_HU, min_volume_mm3: float = 2.0,
-                    body: np.ndarray | None = None) -> np.ndarray:
+def threshold_clips(image: sitk.Image, threshold_hu: float = DEFAULT_THRESHOLD_HU,
+                    min_volume_mm3: float = MIN_CLIP_MM3, body: np.ndarray | None = None) -> np.ndarray:
     """Bool [z, y, x] clip mask of a CT in HU (``body`` is computed when not given)."""
     hu = sitk.GetArrayFromImage(image)
     if body is None:

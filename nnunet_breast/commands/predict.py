@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nnunet_breast.cli import UserError
+from nnunet_breast.clips import MIN_CLIP_MM3
 
 HELP = "predict on new CTs (DICOM or NIfTI) -> NIfTI masks, RTSTRUCT, clips.json, tumour-bed proposal, PNG"
 
@@ -41,8 +42,9 @@ def add_arguments(p):
     c.add_argument("--stage2-c", default="3d_clip_segmentation")
     c.add_argument("--stage2-f", nargs="+", help="stage-2 folds")
     c.add_argument("--threshold-hu", type=float, default=1500.0, help="threshold method: HU (1500)")
-    c.add_argument("--min-clip-mm3", type=float, default=8.0,
-                   help="drop clip components smaller than this (8 mm^3: half the metal of the smallest clip)")
+    c.add_argument("--min-clip-mm3", type=float, default=MIN_CLIP_MM3,
+                   help=f"drop clip components smaller than this ({MIN_CLIP_MM3:g} mm^3: half the metal of the "
+                        "smallest clip)")
     t = p.add_argument_group("tumour-bed proposal")
     t.add_argument("--margin-mm", type=float, default=10.0, help="margin around the clips' convex hull (10)")
     t.add_argument("--outlier-mm", type=float, default=40.0,

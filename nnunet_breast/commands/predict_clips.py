@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nnunet_breast.cli import UserError
+from nnunet_breast.clips import MIN_CLIP_MM3
 
 HELP = "predict surgical clips (cascade, single-stage or threshold) -> NIfTI masks + clips.json"
 
@@ -44,8 +45,9 @@ def add_arguments(p):
     p.add_argument("--method", choices=("cascade", "single", "threshold"), default="cascade")
     add_model_arguments(p)
     p.add_argument("--threshold-hu", type=float, default=1500.0, help="threshold method: HU (1500)")
-    p.add_argument("--min-clip-mm3", type=float, default=8.0,
-                   help="drop components smaller than this (8 mm^3: half the metal of the smallest clip)")
+    p.add_argument("--min-clip-mm3", type=float, default=MIN_CLIP_MM3,
+                   help=f"drop components smaller than this ({MIN_CLIP_MM3:g} mm^3: half the metal of the "
+                        "smallest clip)")
     p.add_argument("--side", choices=("L", "R"), help="treated side, used only when stage 1 finds no clip")
     p.add_argument("--keep-work", action="store_true", help="keep intermediate files in OUT/.work")
 
