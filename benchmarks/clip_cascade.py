@@ -217,7 +217,7 @@ def main() -> int:
 def _methods(trainers: dict, device: str, checkpoint: str, processes: int) -> dict:
     """Method name -> function(folds of stage 1 or None for all) -> ClipPredictOptions."""
     from nnunet_breast.clips.predict import ClipPredictOptions
-    from nnunet_breast.nnunet_predict import ModelRef
+    from nnunet_breast.inference.predictor import ModelRef
 
     common = dict(device=device, use_mirroring=False, num_processes_preprocessing=processes,
                   num_processes_export=processes)
@@ -241,7 +241,7 @@ def evaluate_methods(work, test_raw: Path, methods: dict, tag: str = "") -> dict
     from nnunet_breast.clips.predict import predict_clips
     from nnunet_breast.evaluation.clip_detection import detect_clips
     from nnunet_breast.evaluation.metrics import structure_metrics
-    from nnunet_breast.inputs import load_inputs
+    from nnunet_breast.inference.inputs import load_inputs
 
     cases = load_inputs(test_raw / "imagesTr")
     out = {}
@@ -273,7 +273,7 @@ def time_methods(work, methods: dict, speed_size: str) -> dict:
     from nnunet_breast.clips.predict import predict_clips
     from nnunet_breast.evaluation.clip_detection import detect_clips
     from nnunet_breast.evaluation.metrics import structure_metrics
-    from nnunet_breast.inputs import load_inputs
+    from nnunet_breast.inference.inputs import load_inputs
     from nnunet_breast.synth.cohort import make_case
 
     cases = load_inputs(work / "export_speed")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_breast import catalog
+from nnunet_breast.structures import catalog
 from nnunet_breast.dataset_conversion.rasterise import rasterise_roi
 from nnunet_breast.dicom.ct_reader import read_ct_series
 from nnunet_breast.dicom.rtstruct import read_rtstruct

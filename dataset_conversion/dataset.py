@@ -21,11 +21,11 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from nnunet_breast import catalog
-from nnunet_breast.body import air_outside_body
-from nnunet_breast.files import atomic_write_csv, atomic_write_text
+from nnunet_breast.structures import catalog
+from nnunet_breast.volumes.body import air_outside_body
+from nnunet_breast.util.files import atomic_write_csv, atomic_write_text
 from nnunet_breast.dataset_conversion.cases import CaseError, SourceCase, load_case, nifti_sources, treated_side
-from nnunet_breast.regions import OverlapEncoding, build_encoding, merge_encodings
+from nnunet_breast.structures.regions import OverlapEncoding, build_encoding, merge_encodings
 
 log = logging.getLogger(__name__)
 COHORTS = {"breast": catalog.BREAST_STRUCTURES, "clips": catalog.CLIP_STRUCTURES}

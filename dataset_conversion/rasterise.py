@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_breast.contours import polygons_to_mask
+from nnunet_breast.structures.contours import polygons_to_mask
 from nnunet_breast.dicom.rtstruct import RoiContours
 
 

@@ -48,7 +48,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_breast import catalog
+from nnunet_breast.structures import catalog
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import SimpleITK as sitk
 
 from nnunet_breast.evaluation.clip_detection import detect_clips
 from nnunet_breast.evaluation.metrics import StructureMetrics, evaluate_case, summarize
-from nnunet_breast.files import atomic_write_csv, atomic_write_text
-from nnunet_breast.parallel import map_cases
-from nnunet_breast.regions import OverlapEncoding
+from nnunet_breast.util.files import atomic_write_csv, atomic_write_text
+from nnunet_breast.util.parallel import map_cases
+from nnunet_breast.structures.regions import OverlapEncoding
 
 METRIC_COLUMNS = ["case_id", "structure", "dsc", "hd95", "hd", "assd", "asd_ref_to_pred", "asd_pred_to_ref",
                   "surface_dice", "volume_ref_cc", "volume_pred_cc", "volume_diff_cc", "empty"]

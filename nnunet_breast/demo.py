@@ -163,7 +163,7 @@ class Demo:
         from nnunet_breast.env import dataset_dir
         from nnunet_breast.evaluation.clip_detection import detect_clips
         from nnunet_breast.evaluation.metrics import structure_metrics
-        from nnunet_breast.files import atomic_write_csv
+        from nnunet_breast.util.files import atomic_write_csv
 
         truth = dataset_dir("nnUNet_raw", CLIPS_TEST_ID) / "labelsTr"
         rows = []

@@ -1,6 +1,6 @@
 import pytest
 
-from nnunet_breast import catalog
+from nnunet_breast.structures import catalog
 
 
 def test_twenty_breast_structures_and_the_clip_marker():

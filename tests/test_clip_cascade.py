@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_breast.cascade_roi import Roi
+from nnunet_breast.clips.roi import Roi
 from nnunet_breast.clips.prepare import CascadeError, RoiSettings, prepare_stage2
 from nnunet_breast.clips.table import clip_table
 from nnunet_breast.clips.threshold import threshold_clips
 from nnunet_breast.dataset_conversion.dataset import ConvertOptions, convert
 from nnunet_breast.evaluation.clip_detection import detect_clips
-from nnunet_breast.inputs import InputError, list_inputs, load_inputs
+from nnunet_breast.inference.inputs import InputError, list_inputs, load_inputs
 from nnunet_breast.synth.cohort import make_case
 
 MODEL = "nnUNetTrainerClipLocation__nnUNetPlans__3d_clip_location"
@@ -162,7 +162,7 @@ def test_threshold_baseline_finds_clips_inside_the_body():
 def test_predicted_specks_below_the_smallest_clip_are_dropped(tmp_path):
     """A 1- or 2-voxel speck (3 / 6 mm^3 at 1 x 1 x 3 mm) is not a clip; a clip-sized component (24 mm^3) is."""
     from nnunet_breast.clips.predict import MIN_CLIP_MM3, ClipPredictOptions, predict_clips
-    from nnunet_breast.inputs import InputCT
+    from nnunet_breast.inference.inputs import InputCT
 
     z, y, x = np.mgrid[:12, :40, :40]
     hu = np.where((y - 20) ** 2 + (x - 20) ** 2 <= 15 ** 2, 40.0, -1000.0).astype(np.float32)   # a water body

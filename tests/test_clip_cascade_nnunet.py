@@ -14,8 +14,8 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_breast import env
-from nnunet_breast.cascade_roi import Roi
-from nnunet_breast.inputs import load_inputs
+from nnunet_breast.clips.roi import Roi
+from nnunet_breast.inference.inputs import load_inputs
 from nnunet_breast.synth.cohort import write_cohort
 
 T1 = "nnUNetTrainerClipLocationTiny_2epochs"

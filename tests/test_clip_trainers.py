@@ -1,4 +1,4 @@
-"""Clip trainers (nnunet_breast.trainers.clips) against real nnU-Net code: network, augmentation, optimiser, schedule."""
+"""Clip trainers (nnunet_breast.trainers: clips, variants, transforms, lr_schedule) against real nnU-Net code: network, augmentation, optimiser, schedule."""
 from __future__ import annotations
 
 import math
@@ -12,13 +12,14 @@ from batchgeneratorsv2.transforms.utils.random import RandomTransform
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_breast.networks.res_se_unet import NETWORK_CLASS_NAME, ResSEUNet3d
-from nnunet_breast.trainers import clips
-from nnunet_breast.trainers.augmentation import transform_name
-from nnunet_breast.trainers.clips import (AIR_HU, ClipChannelMismatchError, ClipRegionTargetTransform,
-                                          CTIntensityScalingTransform, HUPaddedSpatialTransform,
-                                          LinearWarmupCosineLRScheduler,
-                                          RAW_HU_UNSAFE_TRANSFORMS, clip_arch_kwargs)
+from nnunet_breast import trainers as clips
+from nnunet_breast.networks.plans import RES_SE_UNET_CLASS as NETWORK_CLASS_NAME
+from nnunet_breast.networks.plans import ClipChannelMismatchError, clip_arch_kwargs
+from nnunet_breast.networks.res_se_unet import ResSEUNet3d
+from nnunet_breast.trainers.lr_schedule import LinearWarmupCosineLRScheduler
+from nnunet_breast.trainers.transforms import AIR_HU, CTIntensityScalingTransform, ClipRegionTargetTransform
+from nnunet_breast.trainers.transforms import HUPaddedSpatialTransform, transform_name
+from nnunet_breast.trainers.transforms import INTENSITY_TRANSFORMS as RAW_HU_UNSAFE_TRANSFORMS
 
 PATCH = [32, 64, 64]
 STRIDES = {4: [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
@@ -418,7 +419,7 @@ def test_clip_region_target_is_a_ball_in_mm_on_anisotropic_grids():
     (clips.nnUNetTrainerClipLocationShortCPU, True), (clips.nnUNetTrainerClipLocationNoBinary, True),
     (clips.nnUNetTrainerClipSingleStageShortCPU, False), (clips.nnUNetTrainerClipSegmentation, False)])
 def test_only_location_nets_train_on_the_clip_region(nnunet_env, trainer_cls, region):
-    n_channels = 1 + trainer_cls.passthrough_channels
+    n_channels = 1 + trainer_cls.inputs["passthrough_channels"]
     trainer = trainer_cls(make_plans(n_channels), "3d_fullres", 0, make_dataset_json(n_channels),
                           device=torch.device("cpu"))
     rotation, dummy_2d, _, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()

@@ -1,4 +1,4 @@
-"""Tests for nnunet_breast.contours: scanline rasteriser vs brute force, exact mask round trips."""
+"""Tests for nnunet_breast.structures.contours: scanline rasteriser vs brute force, exact mask round trips."""
 from __future__ import annotations
 
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nnunet_breast.contours import mask_to_polygons, polygon_area, polygons_to_mask
+from nnunet_breast.structures.contours import mask_to_polygons, polygon_area, polygons_to_mask
 
 
 # ----------------------------------------------------------------------------- reference helpers

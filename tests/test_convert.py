@@ -10,11 +10,11 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from nnunet_breast.contours import polygon_area
+from nnunet_breast.structures.contours import polygon_area
 from nnunet_breast.dataset_conversion.dataset import ConversionError, ConvertOptions, convert
 from nnunet_breast.dataset_conversion.rasterise import ContourError, rasterise_roi
 from nnunet_breast.dicom.rtstruct import RoiContours, read_rtstruct
-from nnunet_breast.regions import OverlapEncoding
+from nnunet_breast.structures.regions import OverlapEncoding
 from nnunet_breast.synth.cohort import make_case
 from nnunet_breast.synth.export import patient_id
 
@@ -82,7 +82,7 @@ def test_volumes_match_polygon_areas(breast_export):
     folder = breast_export / patient_id(case)
     _, rois = read_rtstruct(next(folder.glob("RS.*.dcm")))
     voxel = np.prod(case.grid.spacing)
-    from nnunet_breast.catalog import match_name
+    from nnunet_breast.structures.catalog import match_name
     for roi in rois:
         name = match_name(roi.name)
         if name not in ("Heart", "Lung_L", "Lung_R", "CTVp_breast_L", "CTVp_breast_R"):

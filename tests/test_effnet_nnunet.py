@@ -7,7 +7,8 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_breast import env, planning
-from nnunet_breast.regions import OverlapEncoding
+from nnunet_breast.networks.plans import EFFNET_CLASS
+from nnunet_breast.structures.regions import OverlapEncoding
 from nnunet_breast.synth.cohort import make_case
 
 TRAINER = "nnUNetTrainerEffNetB0Tiny_2epochs"
@@ -47,7 +48,7 @@ def test_plans_hold_our_configurations(planned):
     plans = PlansManager(json.loads((pre / "nnUNetPlans.json").read_text()))
     cfg = plans.get_configuration(planning.EFFNET_CONFIG)
     base = plans.get_configuration("3d_fullres")
-    assert cfg.network_arch_class_name == planning.EFFNET_CLASS
+    assert cfg.network_arch_class_name == EFFNET_CLASS
     assert cfg.data_identifier == base.data_identifier and cfg.spacing == base.spacing   # reuses 3d_fullres data
     strides = np.prod(np.array(cfg.network_arch_init_kwargs["strides"]), axis=0)
     assert all(p % s == 0 for p, s in zip(cfg.patch_size, strides)) and cfg.batch_size >= 2
@@ -123,6 +124,7 @@ def test_paper_trainer_keeps_only_spatial_augmentation():
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     from nnunet_breast.trainers import nnUNetTrainerEffNetB0Paper
+    from nnunet_breast.trainers.transforms import INTENSITY_TRANSFORMS
 
     args = dict(patch_size=(32, 64, 64), rotation_for_DA=(-0.5, 0.5), deep_supervision_scales=None,
                 mirror_axes=(0, 1, 2), do_dummy_2d_data_aug=False)
@@ -130,5 +132,5 @@ def test_paper_trainer_keeps_only_spatial_augmentation():
     stock, paper = names(nnUNetTrainer.get_training_transforms(**args)), \
         names(nnUNetTrainerEffNetB0Paper.get_training_transforms(**args))
     assert "GaussianNoiseTransform" in stock and "GammaTransform" in stock
-    assert not set(paper) & set(nnUNetTrainerEffNetB0Paper.INTENSITY_TRANSFORMS)
+    assert not set(paper) & set(INTENSITY_TRANSFORMS)
     assert "SpatialTransform" in paper and "MirrorTransform" in paper

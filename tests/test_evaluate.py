@@ -5,7 +5,7 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_breast.regions import OverlapEncoding
+from nnunet_breast.structures.regions import OverlapEncoding
 
 
 def _encoding(dataset_dir):

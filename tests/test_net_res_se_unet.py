@@ -9,8 +9,15 @@ import torch
 from torch import nn
 
 from nnunet_breast.networks.input_layer import ClipInputLayer
-from nnunet_breast.networks.res_se_unet import (ARCH_KWARGS_REQ_IMPORT, NETWORK_CLASS_NAME, ResSEUNet3d,
-                                                SqueezeExcitation, paper_arch_kwargs)
+from nnunet_breast.networks.plans import PAPER_CLIP_KERNELS, PAPER_CLIP_STRIDES, clip_arch_kwargs
+from nnunet_breast.networks.plans import RES_SE_UNET_CLASS as NETWORK_CLASS_NAME
+from nnunet_breast.networks.plans import RES_SE_UNET_REQUIRES_IMPORT as ARCH_KWARGS_REQ_IMPORT
+from nnunet_breast.networks.res_se_unet import ResSEUNet3d, SqueezeExcitation
+
+
+def paper_arch_kwargs(**clip_kwargs) -> dict:
+    """The paper's 6-stage topology at widths 4..32 (tests)."""
+    return clip_arch_kwargs(PAPER_CLIP_STRIDES, PAPER_CLIP_KERNELS, feature_base=4, feature_cap=32, **clip_kwargs)
 
 torch.set_num_threads(2)
 
@@ -152,7 +159,7 @@ def test_input_channels_validated():
 def test_get_network_from_plans_matches_direct_construction():
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-    kw = paper_arch_kwargs(features_per_stage=(4, 8, 16, 32, 32, 32), passthrough_channels=1)
+    kw = paper_arch_kwargs(passthrough_channels=1)
     kw["dropout_op"] = "torch.nn.modules.dropout.Dropout3d"
     kw["dropout_op_kwargs"] = {"p": 0.0, "inplace": True}
     kw = json.loads(json.dumps(kw))                        # what a plans.json round trip gives (lists, no tuples)
@@ -169,8 +176,7 @@ def test_get_network_from_plans_matches_direct_construction():
     assert list(net.state_dict()) == list(direct.state_dict())
 
     # dropout_op None (the usual plans value) also goes through the req-import path
-    kw_none = json.loads(json.dumps(paper_arch_kwargs(features_per_stage=(4, 8, 16, 32, 32, 32),
-                                                      binary_threshold_hu=None)))
+    kw_none = json.loads(json.dumps(paper_arch_kwargs(binary_threshold_hu=None)))
     net2 = get_network_from_plans(NETWORK_CLASS_NAME, kw_none, ARCH_KWARGS_REQ_IMPORT, 1, 2, deep_supervision=False)
     assert net2.input_layer.out_channels == 1 and net2.decoder.deep_supervision is False
     out = net2(torch.full((1, 1, 64, 64, 64), -1000.0))

@@ -1,4 +1,4 @@
-"""Tests for nnunet_breast.regions: lossless overlap encoding, checked against nnU-Net's own label handling.
+"""Tests for nnunet_breast.structures.regions: lossless overlap encoding, checked against nnU-Net's own label handling.
 
 The decisive checks use nnU-Net's code, not ours: LabelManager built from our dataset.json entries, the
 training-time region conversion (ConvertSegmentationToRegionsTransform with the trainer's
@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 
-from nnunet_breast.catalog import BREAST_STRUCTURES
-from nnunet_breast.regions import (
+from nnunet_breast.structures.catalog import BREAST_STRUCTURES
+from nnunet_breast.structures.regions import (
     OverlapEncoding,
     build_encoding,
     combinations_present,

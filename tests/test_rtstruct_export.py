@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from nnunet_breast import catalog
+from nnunet_breast.structures import catalog
 from nnunet_breast.dataset_conversion.rasterise import rasterise_roi
 from nnunet_breast.dicom import rtstruct_export
 from nnunet_breast.dicom.common import RTSTRUCT_STORAGE

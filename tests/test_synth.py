@@ -7,9 +7,9 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from nnunet_breast import catalog
+from nnunet_breast.structures import catalog
 from nnunet_breast.cli import COMMANDS
-from nnunet_breast.contours import polygons_to_mask
+from nnunet_breast.structures.contours import polygons_to_mask
 from nnunet_breast.synth.cohort import make_case, write_cohort
 from nnunet_breast.synth.export import patient_id
 
@@ -213,7 +213,7 @@ def test_clip_cases_carry_unlabelled_decoys_a_threshold_takes_for_clips():
     """Skin BB, scar wire and dense cortical bone: >= 1500 HU, inside the body, far from every clip, not labelled."""
     from scipy import ndimage
 
-    from nnunet_breast.body import body_mask
+    from nnunet_breast.volumes.body import body_mask
 
     counts = []
     for i in range(4):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial import Delaunay
 
-from nnunet_breast.tumour_bed import TumourBedProposal, propose_tumour_bed
+from nnunet_breast.clips.tumour_bed import TumourBedProposal, propose_tumour_bed
 
 A = 42.0      # outer side (mm) of the cube spanned by the clips
 CLIP = 3.0    # each clip is a 3 mm cube

@@ -7,7 +7,7 @@
     table.py      one row per predicted clip: centroid in patient mm, volume, maximum HU (clips.json)
 
 The ROI geometry itself (box, margin, minimum size, fallback, crop, paste back) is
-:mod:`nnunet_breast.cascade_roi`.
+:mod:`nnunet_breast.clips.roi`.
 """
 
 # Smallest clip component any method reports: half the metal of the smallest clip (a medium ligating clip,

@@ -31,16 +31,16 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from nnunet_breast.body import air_outside_body
-from nnunet_breast.cascade_roi import Roi, crop_image, paste_back, resample_to_spacing
+from nnunet_breast.volumes.body import air_outside_body
+from nnunet_breast.clips.roi import Roi, crop_image, paste_back, resample_to_spacing
 from nnunet_breast.clips import MIN_CLIP_MM3
 from nnunet_breast.clips.prepare import RoiSettings, clip_probability
 from nnunet_breast.clips.table import clip_table, write_clips_json
 from nnunet_breast.clips.threshold import DEFAULT_THRESHOLD_HU, threshold_clips
-from nnunet_breast.files import atomic_write_csv
-from nnunet_breast.inputs import InputCT
-from nnunet_breast.islands import remove_islands
-from nnunet_breast.nnunet_predict import ModelRef, make_predictor, predict_files
+from nnunet_breast.util.files import atomic_write_csv
+from nnunet_breast.inference.inputs import InputCT
+from nnunet_breast.volumes.components import remove_islands
+from nnunet_breast.inference.predictor import ModelRef, make_predictor, predict_files
 
 METHODS = ("cascade", "single", "threshold")
 

@@ -9,7 +9,7 @@ For each case of the stage-1 dataset:
 
 * ROI = every voxel with probability >= ``threshold`` + ``margin_mm``, grown to at least
   ``min_size_mm`` per axis (192 mm by default: the paper's 96 voxels at 2 mm), on the case's own CT grid
-  (:func:`nnunet_breast.cascade_roi.roi_from_probability`); an empty map falls back to the treated
+  (:func:`nnunet_breast.clips.roi.roi_from_probability`); an empty map falls back to the treated
   breast (side from ``cohort.csv``), never to nothing;
 * ``imagesTr/<case>_0000`` = raw-HU CT crop, ``<case>_0001`` = probability crop (both ``noNorm``),
   ``labelsTr/<case>`` = label crop; world geometry kept, so nnU-Net resamples them as any CT;
@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_breast.cascade_roi import Roi, crop_image, roi_from_coarse_probability, roi_from_probability
+from nnunet_breast.clips.roi import Roi, crop_image, roi_from_coarse_probability, roi_from_probability
 from nnunet_breast.env import dataset_dir, model_dir, nnunet_folder
-from nnunet_breast.files import atomic_write_text
-from nnunet_breast.parallel import map_cases
+from nnunet_breast.util.files import atomic_write_text
+from nnunet_breast.util.parallel import map_cases
 
 STAGE1_TRAINER = "nnUNetTrainerClipLocation"
 STAGE1_CONFIG = "3d_clip_location"

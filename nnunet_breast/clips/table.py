@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from nnunet_breast.files import atomic_write_text
+from nnunet_breast.util.files import atomic_write_text
 
 
 def clip_table(mask: np.ndarray, image: sitk.Image, min_voxels: int = 1) -> list[dict]:

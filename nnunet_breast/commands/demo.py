@@ -30,7 +30,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     from nnunet_breast.demo import Demo, DemoError, check_outputs
-    from nnunet_breast.nnunet_predict import default_device
+    from nnunet_breast.inference.predictor import default_device
 
     if args.n_train < 5 and args.cascade:
         raise UserError("--cascade needs --n-train >= 5 (five folds)")

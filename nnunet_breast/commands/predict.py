@@ -66,8 +66,8 @@ def add_arguments(p):
 def build_options(args):
     from nnunet_breast.clips.predict import ClipPredictOptions
     from nnunet_breast.commands.predict_clips import clip_model_refs, folds_arg
-    from nnunet_breast.nnunet_predict import ModelRef, default_device
-    from nnunet_breast.predict import PredictOptions
+    from nnunet_breast.inference.predictor import ModelRef, default_device
+    from nnunet_breast.inference.predict import PredictOptions
 
     device = args.device or default_device()
     breast = clips = None
@@ -89,8 +89,8 @@ def build_options(args):
 
 
 def run(args) -> int:
-    from nnunet_breast.inputs import InputError
-    from nnunet_breast.predict import predict
+    from nnunet_breast.inference.inputs import InputError
+    from nnunet_breast.inference.predict import predict
 
     opts = build_options(args)
     try:

@@ -60,7 +60,7 @@ def folds_arg(values):
 def clip_model_refs(method: str, dataset_id, trainer, configuration, stage2_id, stage2_trainer, stage2_configuration,
                     plans: str = "nnUNetPlans", folds=None, stage2_folds=None, checkpoint: str = "checkpoint_final.pth"):
     """(stage 1 or single model, stage 2) for a clip method, with the defaults of each method."""
-    from nnunet_breast.nnunet_predict import ModelRef
+    from nnunet_breast.inference.predictor import ModelRef
 
     if method == "threshold":
         return None, None
@@ -79,7 +79,7 @@ def clip_model_refs(method: str, dataset_id, trainer, configuration, stage2_id, 
 
 def clip_options(args):
     from nnunet_breast.clips.predict import ClipPredictOptions
-    from nnunet_breast.nnunet_predict import default_device
+    from nnunet_breast.inference.predictor import default_device
 
     stage1, stage2 = clip_model_refs(args.method, args.dataset_id, args.trainer, args.configuration, args.stage2_id,
                                      args.stage2_trainer, args.stage2_configuration, args.plans, args.folds,
@@ -91,7 +91,7 @@ def clip_options(args):
 
 def run(args) -> int:
     from nnunet_breast.clips.predict import predict_clips
-    from nnunet_breast.inputs import InputError, load_inputs
+    from nnunet_breast.inference.inputs import InputError, load_inputs
 
     opts = clip_options(args)
     try:

@@ -10,7 +10,7 @@ from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from nnunet_breast.contours import mask_to_polygons
+from nnunet_breast.structures.contours import mask_to_polygons
 from nnunet_breast.dicom.common import CT_IMAGE_STORAGE, RTSTRUCT_STORAGE, ds_str, new_file_dataset, now, uid
 from nnunet_breast.dicom.ct import SliceRef
 

@@ -24,7 +24,8 @@ from typing import Mapping
 import numpy as np
 from pydicom.dataset import Dataset
 
-from nnunet_breast import __version__, catalog
+from nnunet_breast import __version__
+from nnunet_breast.structures import catalog
 from nnunet_breast.dicom.common import copy_patient_study, uid
 from nnunet_breast.dicom.ct import SliceRef
 from nnunet_breast.dicom.ct_reader import CTVolume

@@ -18,7 +18,7 @@ so the ``arch_kwargs`` of a ResEnc configuration can be reused by swapping ``net
 ``nnunet_breast.networks.res_se_unet.ResSEUNet3d`` and adding the input-layer kwargs
 (``window``, ``binary_threshold_hu``, ``passthrough_channels``, ``se_ratio``, ``se_at``).
 
-Paper-sized default (see :func:`paper_arch_kwargs`): 6 stages, ``n_blocks_per_stage = [1, 2, 2, 2, 2, 2]`` = 11
+Paper-sized default (``networks.plans.clip_arch_kwargs`` on ``PAPER_CLIP_STRIDES``): 6 stages, ``n_blocks_per_stage = [1, 2, 2, 2, 2, 2]`` = 11
 residual blocks, 5 down-samplings -> 5 skip connections, one SE block.
 
 SE placement (``se_at``): the paper has exactly one SE block but the text does not say where it sits.  The default
@@ -50,11 +50,8 @@ from torch import nn
 
 from nnunet_breast.networks.input_layer import ClipInputLayer
 
-__all__ = ["ResSEUNet3d", "SqueezeExcitation", "paper_arch_kwargs", "ARCH_KWARGS_REQ_IMPORT", "NETWORK_CLASS_NAME",
-           "SE_PLACEMENTS"]
+__all__ = ["ResSEUNet3d", "SqueezeExcitation", "SE_PLACEMENTS"]
 
-NETWORK_CLASS_NAME = "nnunet_breast.networks.res_se_unet.ResSEUNet3d"
-ARCH_KWARGS_REQ_IMPORT = ["conv_op", "norm_op", "dropout_op", "nonlin"]
 SE_PLACEMENTS = ("bottleneck", "all", "none")
 
 _INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
@@ -249,40 +246,3 @@ class ResSEUNet3d(AbstractDynamicNetworkArchitectures):
         """Same init as DNA's ResidualEncoderUNet: He (neg. slope 1e-2) + zero last norm of every residual block."""
         InitWeights_He(1e-2)(module)
         _init_last_norm_before_add_to_0(module)
-
-
-def paper_arch_kwargs(
-    features_per_stage: Sequence[int] = (32, 64, 128, 256, 320, 320),
-    binary_threshold_hu: float | None = 300.0,
-    passthrough_channels: int = 0,
-    se_at: str = "bottleneck",
-    window: Sequence[float] = (-200.0, 200.0),
-    se_ratio: float = 0.25,
-) -> dict:
-    """JSON-serialisable ``arch_kwargs`` (nnU-Net plans style, import paths as strings, see
-    :data:`ARCH_KWARGS_REQ_IMPORT`) for the paper's Res-SE-U-Net: 6 isotropic stages (96^3 patch at 2 mm ->
-    3^3 bottleneck), ``n_blocks_per_stage=[1, 2, 2, 2, 2, 2]`` = 11 residual blocks, 5 skip connections."""
-    n_stages = len(features_per_stage)
-    if n_stages != 6:
-        raise ValueError("the paper's Res-SE-U-Net has 6 resolution stages (5 skip connections)")
-    return {
-        "n_stages": n_stages,
-        "features_per_stage": list(features_per_stage),
-        "conv_op": "torch.nn.modules.conv.Conv3d",
-        "kernel_sizes": [[3, 3, 3]] * n_stages,
-        "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1),
-        "n_blocks_per_stage": [1, 2, 2, 2, 2, 2],
-        "n_conv_per_stage_decoder": [1] * (n_stages - 1),
-        "conv_bias": True,
-        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-        "dropout_op": None,
-        "dropout_op_kwargs": None,
-        "nonlin": "torch.nn.LeakyReLU",
-        "nonlin_kwargs": {"inplace": True},
-        "window": [float(window[0]), float(window[1])],
-        "binary_threshold_hu": None if binary_threshold_hu is None else float(binary_threshold_hu),
-        "passthrough_channels": int(passthrough_channels),
-        "se_ratio": float(se_ratio),
-        "se_at": se_at,
-    }

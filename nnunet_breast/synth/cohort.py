@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from nnunet_breast import catalog
-from nnunet_breast.parallel import map_cases
+from nnunet_breast.structures import catalog
+from nnunet_breast.util.parallel import map_cases
 from nnunet_breast.synth import phantom
 from nnunet_breast.synth.phantom import Case, Grid
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from nnunet_breast import catalog
+from nnunet_breast.structures import catalog
 from nnunet_breast.dicom.common import uid
 from nnunet_breast.dicom.ct import write_ct_series
 from nnunet_breast.dicom.rtdose import write_rtdose

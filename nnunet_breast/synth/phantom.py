@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from nnunet_breast.catalog import BREAST_STRUCTURES
+from nnunet_breast.structures.catalog import BREAST_STRUCTURES
 
 ALLOWED_OVERLAPS = {frozenset({"CTVn_L4_L", "CTVn_SCL_L"}), frozenset({"CTVn_L4_R", "CTVn_SCL_R"})}
 SITES = ("Site A University Hospital", "Site B Cancer Centre")

@@ -1,7 +1,7 @@
 """PNG preview of predicted contours: axial, coronal and sagittal CT slices with each structure drawn.
 
 Each structure is a semi-transparent fill plus an outline in its catalog colour
-(:data:`nnunet_breast.catalog.BY_NAME`); a name the catalog does not know gets :data:`FALLBACK_COLOR`.
+(:data:`nnunet_breast.structures.catalog.BY_NAME`); a name the catalog does not know gets :data:`FALLBACK_COLOR`.
 The three slices pass through one point: the centroid of the union of all masks, the given
 ``slice_index_zyx``, or the image centre when every mask is empty.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_breast.catalog import BY_NAME
+from nnunet_breast.structures.catalog import BY_NAME
 
 __all__ = ["FALLBACK_COLOR", "structure_color", "write_preview"]
 

@@ -28,11 +28,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_breast.clips.predict import ClipPredictOptions, predict_clips
-from nnunet_breast.files import atomic_write_csv
-from nnunet_breast.inputs import InputCT, InputError, list_inputs, read_input
-from nnunet_breast.islands import remove_islands
-from nnunet_breast.nnunet_predict import ModelRef, make_predictor, predict_files
-from nnunet_breast.regions import OverlapEncoding
+from nnunet_breast.util.files import atomic_write_csv
+from nnunet_breast.inference.inputs import InputCT, InputError, list_inputs, read_input
+from nnunet_breast.volumes.components import remove_islands
+from nnunet_breast.inference.predictor import ModelRef, make_predictor, predict_files
+from nnunet_breast.structures.regions import OverlapEncoding
 
 PROPOSAL_NAME = "CTV_TumorBed_proposal"
 MODELS = ("breast", "clips", "both")
@@ -163,8 +163,8 @@ def _proposal_region(masks: dict[str, np.ndarray], proposal_hull: np.ndarray | N
 
 def _write_case(case: InputCT, out_dir: Path, breast: dict[str, np.ndarray], clips, opts: PredictOptions
                 ) -> CaseResult:
-    from nnunet_breast.body import body_mask
-    from nnunet_breast.tumour_bed import propose_tumour_bed
+    from nnunet_breast.volumes.body import body_mask
+    from nnunet_breast.clips.tumour_bed import propose_tumour_bed
 
     cid = case.case_id
     final = out_dir / cid
@@ -206,7 +206,7 @@ def _write_case(case: InputCT, out_dir: Path, breast: dict[str, np.ndarray], cli
         export_rtstruct(masks, case.dicom, part / f"RS.{cid}.dcm", proposals=proposals)
         result.rtstruct = final / f"RS.{cid}.dcm"
     if opts.preview:
-        from nnunet_breast.preview import write_preview
+        from nnunet_breast.inference.preview import write_preview
 
         write_preview(sitk.GetArrayViewFromImage(img), {**masks, **proposals}, spacing_zyx, part / "preview.png",
                       title=cid)

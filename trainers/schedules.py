@@ -1,16 +1,13 @@
-"""Short CPU schedules for tests and the demo, and vanilla nnU-Net at a fraction of its width (the baseline).
+"""Schedules as data: mixins that set a trainer's epochs x iterations (put them first in the bases).
 
-``TinyCPUSchedule`` / ``ShortCPUSchedule`` / ``DemoCPUSchedule`` are mixins: short schedules without test-time
-mirroring (tests / benchmark / demo).
-``nnUNetTrainerTiny_2epochs`` applies the tiny one to nnU-Net's own PlainConvUNet exactly as planned (stages,
-kernels, strides) with every stage's feature count divided by 4 and capped at 64.
+``TinyCPUSchedule`` (tests), ``ShortCPUSchedule`` (benchmarks), ``DemoCPUSchedule`` (the CPU demo; heads start
+from a foreground prior) and ``QuickDemoCPUSchedule`` (``demo --quick``): short schedules without test-time
+mirroring. :func:`epochs` makes nnU-Net's ``_Xepochs`` variants.
 """
 from __future__ import annotations
 
 import torch
 
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 
 class CPUSchedule:
@@ -88,20 +85,12 @@ def set_foreground_prior(network: torch.nn.Module, prior: float, region_based: b
                 head.bias[0] = 0.0
 
 
-def shrink_widths(arch_kwargs: dict, divisor: int = 4, cap: int = 64, floor: int = 4) -> dict:
-    kwargs = dict(arch_kwargs)
-    kwargs["features_per_stage"] = [max(floor, min(cap, f // divisor)) for f in kwargs["features_per_stage"]]
-    return kwargs
+class Epochs:
+    """Mixin for nnU-Net's ``_Xepochs`` variants: ``num_epochs`` set, everything else as the role."""
 
+    num_epochs_override: int = 1000
 
-class nnUNetTrainerTiny_2epochs(TinyCPUSchedule, nnUNetTrainer):
-    """Planned PlainConvUNet at 1/4 width (max 64 features) on the tiny CPU schedule."""
-
-    @staticmethod
-    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True):
-        return get_network_from_plans(
-            configuration_manager.network_arch_class_name,
-            shrink_widths(configuration_manager.network_arch_init_kwargs),
-            configuration_manager.network_arch_init_kwargs_req_import,
-            num_input_channels, num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = self.num_epochs_override

@@ -14,7 +14,7 @@ from their centroid (e.g. a tumour bed plus a separate boost marker). Here the R
 So the ROI always contains every predicted clip, however far apart. When stage 1 predicts nothing the ROI
 falls back to where clips are expected to be, the treated breast, rather than to nothing:
 
-* ``"fallback_breast"``: the bounding box of the body mask (:func:`nnunet_breast.body.body_mask`)
+* ``"fallback_breast"``: the bounding box of the body mask (:func:`nnunet_breast.volumes.body.body_mask`)
   restricted to its anterior half (DICOM LPS: anterior is -y, i.e. smaller row index) and to the half on
   the treated side (patient left is +x, i.e. larger column index), when ``side`` and ``hu`` are given;
 * ``"fallback_body"``: the anterior half of the body when the side is unknown, or the whole image when no
@@ -126,7 +126,7 @@ def _fallback_region(hu: np.ndarray | None, spacing_zyx: Sequence[float],
     """Mask of where clips are expected when stage 1 found none, and the ROI source it stands for."""
     if hu is None:
         return None, "fallback_body"
-    from nnunet_breast.body import body_mask
+    from nnunet_breast.volumes.body import body_mask
 
     body = body_mask(np.asarray(hu), tuple(spacing_zyx)[::-1])
     box = _bbox(body)

@@ -1,0 +1,92 @@
+"""The EfficientNet-B0 U-Net's configurations, written into nnU-Net's own plans files.
+
+Runs after stock fingerprinting/planning (``nnUNetv2_plan_and_preprocess``):
+
+* ``3d_fullres_effnetb0`` in ``nnUNetPlans.json``: nnU-Net's 3d_fullres spacing and data, with a patch size
+  and batch size planned for the EfficientNet-B0 U-Net by nnU-Net's own planning loop. Only the memory
+  estimate is ours (:class:`EffNetB0Planner`), so the loop shrinks the patch against *this* network's
+  feature maps, not PlainConvUNet's. ``inherits_from`` is a shallow update in nnU-Net, so the
+  configuration carries its whole ``architecture``.
+* ``3d_effnetb0_paper`` in its own plans file ``nnUNetPlans_effnetb0paper.json``: the paper's recipe,
+  1 x 1 x 3 mm, patch 128 x 128 x 64 (x, y, z), HU window [-160, 240] mapped to [-1, 1]. The window must
+  live in a plans file of its own because nnU-Net's CTNormalization reads its clip bounds and mean/std
+  from the plans-wide ``foreground_intensity_properties_per_channel``.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from nnunet_breast.networks.plans import effnet_architecture
+from nnunet_breast.planning.common import read_plans, write_plans
+
+PAPER_PLANS = "nnUNetPlans_effnetb0paper"
+PAPER_CONFIG = "3d_effnetb0_paper"
+EFFNET_CONFIG = "3d_fullres_effnetb0"
+PAPER_SPACING_XYZ = (1.0, 1.0, 3.0)
+PAPER_PATCH_XYZ = (128, 128, 64)
+PAPER_WINDOW = (-160.0, 240.0)
+
+
+def _planner_class():
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+
+    class EffNetB0Planner(ExperimentPlanner):
+        """nnU-Net's planner with the memory estimate of the EfficientNet-B0 U-Net."""
+
+        @staticmethod
+        def static_estimate_VRAM_usage(patch_size, input_channels, output_channels, arch_class_name, arch_kwargs,
+                                       arch_kwargs_req_import):
+            from nnunet_breast.networks.efficientnet import EfficientNetUNet3d
+
+            net = EfficientNetUNet3d(input_channels, output_channels, strides=arch_kwargs["strides"],
+                                     kernel_sizes=arch_kwargs["kernel_sizes"])
+            return net.compute_conv_feature_map_size(patch_size)
+
+    return EffNetB0Planner
+
+
+def plan_effnetb0(dataset_id: int, gpu_memory_gb: float = 8.0, plans_name: str = "nnUNetPlans") -> dict:
+    """Add ``3d_fullres_effnetb0`` to an existing plans file; returns the new configuration."""
+    plans_file, plans, base = read_plans(dataset_id, plans_name)
+    planner = _planner_class()(dataset_id, gpu_memory_target_in_gb=gpu_memory_gb, plans_name=plans_name)
+    median = np.array(base["median_image_size_in_voxels"], float)
+    n_cases = planner.dataset_json["numTraining"]
+    planned = planner.get_plans_for_configuration(base["spacing"], median, base["data_identifier"],
+                                                  float(np.prod(median) * n_cases), {})
+    strides = planned["architecture"]["arch_kwargs"]["strides"]
+    kernels = planned["architecture"]["arch_kwargs"]["kernel_sizes"]
+    config = {"inherits_from": "3d_fullres", "patch_size": [int(p) for p in planned["patch_size"]],
+              "batch_size": int(planned["batch_size"]), "architecture": effnet_architecture(strides, kernels)}
+    plans["configurations"][EFFNET_CONFIG] = config
+    write_plans(plans_file, plans)
+    return config
+
+
+def plan_paper(dataset_id: int, source_plans: str = "nnUNetPlans") -> dict:
+    """Write ``nnUNetPlans_effnetb0paper.json`` with the paper's spacing, patch and fixed HU window."""
+    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
+
+    source, plans, base = read_plans(dataset_id, source_plans)
+    fwd = plans["transpose_forward"]
+    spacing = [PAPER_SPACING_XYZ[::-1][i] for i in fwd]          # zyx, then nnU-Net's axis order
+    patch = [PAPER_PATCH_XYZ[::-1][i] for i in fwd]
+    _, strides, kernels, patch_out, _ = get_pool_and_conv_props(spacing, patch, 4, 999999)
+    if list(patch_out) != patch:
+        raise AssertionError(f"paper patch {patch} is not divisible as nnU-Net needs: {patch_out}")
+    median_mm = np.array(base["median_image_size_in_voxels"]) * np.array(base["spacing"])
+    lo, hi = PAPER_WINDOW
+    config = copy.deepcopy(base)
+    config.update({"data_identifier": f"{PAPER_PLANS}_{PAPER_CONFIG}", "spacing": spacing, "patch_size": patch,
+                   "batch_size": 2, "normalization_schemes": ["CTNormalization"] * len(base["normalization_schemes"]),
+                   "median_image_size_in_voxels": [float(round(v)) for v in median_mm / np.array(spacing)],
+                   "architecture": effnet_architecture(strides, kernels)})
+    paper = copy.deepcopy(plans)
+    paper["plans_name"] = PAPER_PLANS
+    paper["configurations"] = {PAPER_CONFIG: config}
+    for props in paper["foreground_intensity_properties_per_channel"].values():
+        # CTNormalization: clip to [percentile_00_5, percentile_99_5], then (x - mean) / std -> [-1, 1]
+        props.update({"percentile_00_5": lo, "percentile_99_5": hi, "mean": (lo + hi) / 2, "std": (hi - lo) / 2})
+    write_plans(source.parent / f"{PAPER_PLANS}.json", paper)
+    return config

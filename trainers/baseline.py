@@ -1,0 +1,30 @@
+"""Vanilla nnU-Net as the baseline of our comparisons, at a fraction of its width for CPU tests.
+
+``nnUNetTrainerTiny_2epochs`` applies the tiny schedule to nnU-Net's own PlainConvUNet exactly as planned (stages,
+kernels, strides) with every stage's feature count divided by 4 and capped at 64.
+"""
+from __future__ import annotations
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+from nnunet_breast.trainers.schedules import TinyCPUSchedule
+
+
+def shrink_widths(arch_kwargs: dict, divisor: int = 4, cap: int = 64, floor: int = 4) -> dict:
+    kwargs = dict(arch_kwargs)
+    kwargs["features_per_stage"] = [max(floor, min(cap, f // divisor)) for f in kwargs["features_per_stage"]]
+    return kwargs
+
+
+class nnUNetTrainerTiny_2epochs(TinyCPUSchedule, nnUNetTrainer):
+    """Planned PlainConvUNet at 1/4 width (max 64 features) on the tiny CPU schedule."""
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True):
+        return get_network_from_plans(
+            configuration_manager.network_arch_class_name,
+            shrink_widths(configuration_manager.network_arch_init_kwargs),
+            configuration_manager.network_arch_init_kwargs_req_import,
+            num_input_channels, num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)

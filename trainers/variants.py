@@ -1,0 +1,182 @@
+"""Named schedule and width variants of our roles, as nnU-Net names its own (``_5epochs``, ...).
+
+A variant = a schedule mixin (``schedules.py``) + width/LR class data + a role (``effnet.py``, ``clips.py``).
+Every class must be module-level and named ``nnUNetTrainer*`` so that nnU-Net finds it by name and its spawned
+workers can pickle it.
+"""
+from __future__ import annotations
+
+from nnunet_breast.trainers.clips import (nnUNetTrainerClipLocation, nnUNetTrainerClipSegmentation,
+                                          nnUNetTrainerClipSegmentationPaperInputs, nnUNetTrainerClipSingleStage)
+from nnunet_breast.trainers.effnet import nnUNetTrainerEffNetB0, nnUNetTrainerEffNetB0Paper
+from nnunet_breast.trainers.schedules import (DemoCPUSchedule, Epochs, QuickDemoCPUSchedule, ShortCPUSchedule,
+                                              TinyCPUSchedule)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# EfficientNet-B0 U-Net
+# ---------------------------------------------------------------------------------------------------------------------
+class _Epochs5(Epochs):
+    num_epochs_override = 5
+
+
+class _Epochs10(Epochs):
+    num_epochs_override = 10
+
+
+class _Epochs50(Epochs):
+    num_epochs_override = 50
+
+
+class _QuarterWidth:
+    """1/4 of B0's widths: CPU tests and the demo."""
+
+    network_overrides = {"width_multiplier": 0.25, "stem_features": 4}
+
+
+class nnUNetTrainerEffNetB0_5epochs(_Epochs5, nnUNetTrainerEffNetB0):
+    pass
+
+
+class nnUNetTrainerEffNetB0_10epochs(_Epochs10, nnUNetTrainerEffNetB0):
+    pass
+
+
+class nnUNetTrainerEffNetB0_50epochs(_Epochs50, nnUNetTrainerEffNetB0):
+    pass
+
+
+class nnUNetTrainerEffNetB0Paper_5epochs(_Epochs5, nnUNetTrainerEffNetB0Paper):
+    pass
+
+
+class nnUNetTrainerEffNetB0Tiny_2epochs(TinyCPUSchedule, _QuarterWidth, nnUNetTrainerEffNetB0):
+    """nnUNetTrainerEffNetB0 at 1/4 width on the tiny CPU schedule: tests."""
+
+
+class nnUNetTrainerEffNetB0PaperTiny_2epochs(TinyCPUSchedule, _QuarterWidth, nnUNetTrainerEffNetB0Paper):
+    """nnUNetTrainerEffNetB0Paper at 1/4 width on the tiny CPU schedule: tests."""
+
+
+class nnUNetTrainerEffNetB0ShortCPU(ShortCPUSchedule, nnUNetTrainerEffNetB0):
+    """nnUNetTrainerEffNetB0 at 1/2 width on the short CPU schedule: benchmarks."""
+
+    network_overrides = {"width_multiplier": 0.5, "stem_features": 8}
+
+
+class nnUNetTrainerEffNetB0DemoCPU(DemoCPUSchedule, _QuarterWidth, nnUNetTrainerEffNetB0):
+    """nnUNetTrainerEffNetB0 at 1/4 width on the demo's CPU schedule."""
+
+
+class nnUNetTrainerEffNetB0QuickCPU(QuickDemoCPUSchedule, _QuarterWidth, nnUNetTrainerEffNetB0):
+    """`nnunet-breast demo --quick`: 1/4 width, 2 x 2 iterations, foreground-prior heads (tests)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# clip cascade (Res-SE-U-Net)
+# ---------------------------------------------------------------------------------------------------------------------
+class _TinyClip(TinyCPUSchedule):
+    """Features 8, 16, 32, 32, ... on the tiny CPU schedule: tests."""
+
+    feature_base = 8
+    feature_cap = 32
+
+
+class _ShortCPU(ShortCPUSchedule):
+    """The clip benchmark's CPU schedule: 10 epochs x 50 iterations, features 16..128, Adam at 1e-3 (the paper's
+    1e-4 belongs to its 1000 epochs; 500 iterations at 1e-4 leave the nets near their initialisation)."""
+
+    schedule = (10, 50, 2)
+    feature_base = 16
+    feature_cap = 128
+    adam_lr = 1e-3
+
+
+class _LongCPU(_ShortCPU):
+    """3x the ShortCPU schedule (30 epochs x 50 iterations) for the fine nets: same widths and LR."""
+
+    schedule = (30, 50, 2)
+
+
+class _DemoCPU:
+    """Features 8..64 and Adam at 1e-3 for the CPU demo (see :class:`_ShortCPU`)."""
+
+    feature_base = 8
+    feature_cap = 64
+    adam_lr = 1e-3
+
+
+class nnUNetTrainerClipLocation_5epochs(_Epochs5, nnUNetTrainerClipLocation):
+    pass
+
+
+class nnUNetTrainerClipSegmentation_5epochs(_Epochs5, nnUNetTrainerClipSegmentation):
+    pass
+
+
+class nnUNetTrainerClipSingleStage_5epochs(_Epochs5, nnUNetTrainerClipSingleStage):
+    pass
+
+
+class nnUNetTrainerClipLocationTiny_2epochs(_TinyClip, nnUNetTrainerClipLocation):
+    pass
+
+
+class nnUNetTrainerClipSegmentationTiny_2epochs(_TinyClip, nnUNetTrainerClipSegmentation):
+    pass
+
+
+class nnUNetTrainerClipSegmentationPaperInputsTiny_2epochs(_TinyClip, nnUNetTrainerClipSegmentationPaperInputs):
+    pass
+
+
+class nnUNetTrainerClipSingleStageTiny_2epochs(_TinyClip, nnUNetTrainerClipSingleStage):
+    pass
+
+
+class nnUNetTrainerClipLocationShortCPU(_ShortCPU, nnUNetTrainerClipLocation):
+    pass
+
+
+class nnUNetTrainerClipSegmentationShortCPU(_ShortCPU, nnUNetTrainerClipSegmentation):
+    pass
+
+
+class nnUNetTrainerClipSingleStageShortCPU(_ShortCPU, nnUNetTrainerClipSingleStage):
+    pass
+
+
+class nnUNetTrainerClipSegmentationPaperInputsShortCPU(_ShortCPU, nnUNetTrainerClipSegmentationPaperInputs):
+    pass
+
+
+class nnUNetTrainerClipSegmentationLongCPU(_LongCPU, nnUNetTrainerClipSegmentation):
+    pass
+
+
+class nnUNetTrainerClipSingleStageLongCPU(_LongCPU, nnUNetTrainerClipSingleStage):
+    pass
+
+
+class nnUNetTrainerClipLocationDemoCPU(DemoCPUSchedule, _DemoCPU, nnUNetTrainerClipLocation):
+    pass
+
+
+class nnUNetTrainerClipSegmentationDemoCPU(DemoCPUSchedule, _DemoCPU, nnUNetTrainerClipSegmentation):
+    pass
+
+
+class nnUNetTrainerClipSingleStageDemoCPU(DemoCPUSchedule, _DemoCPU, nnUNetTrainerClipSingleStage):
+    pass
+
+
+class nnUNetTrainerClipLocationQuickCPU(QuickDemoCPUSchedule, _DemoCPU, nnUNetTrainerClipLocation):
+    pass
+
+
+class nnUNetTrainerClipSegmentationQuickCPU(QuickDemoCPUSchedule, _DemoCPU, nnUNetTrainerClipSegmentation):
+    pass
+
+
+class nnUNetTrainerClipSingleStageQuickCPU(QuickDemoCPUSchedule, _DemoCPU, nnUNetTrainerClipSingleStage):
+    pass
