@@ -39,7 +39,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 
 TEST_SEED = 100
@@ -205,7 +204,7 @@ def main() -> int:
     phase("speed", t0)
     result.update(speed=speed, timings=timings)
     print(f"speed case {speed['shape_zyx']} (fold 0 models): " + "; ".join(
-        f"{m} DSC {q['dsc']:.3f}, {q['found']} found / {q['missed']} missed / {q['false']} false"
+        f"{m} DSC {q['dsc']:.3f}, {q['clips_found']} found / {q['clips_missed']} missed / {q['clips_false']} false"
         for m, q in speed["quality"].items()))
     result_file.write_text(json.dumps(result, indent=2))
     print(json.dumps({"benchmark": "clip_cascade", "device": args.device, "cascade_s": speed["cascade_s"],
@@ -239,30 +238,21 @@ def _methods(trainers: dict, device: str, checkpoint: str, processes: int) -> di
 
 def evaluate_methods(work, test_raw: Path, methods: dict, tag: str = "") -> dict:
     from nnunet_breast.clips.predict import predict_clips
-    from nnunet_breast.evaluation.clip_detection import detect_clips
-    from nnunet_breast.evaluation.metrics import structure_metrics
+    from nnunet_breast.evaluation.clip_scores import score_clip_mask, summarise_clip_scores
     from nnunet_breast.inference.inputs import load_inputs
 
     cases = load_inputs(test_raw / "imagesTr")
     out = {}
     for method, options in methods.items():
         preds, _ = predict_clips(cases, work / f"pred_{method}{tag}", options(None), progress=False)
-        rows = []
+        scores, rows = [], []
         for p in preds:
             ref_img = sitk.ReadImage(str(test_raw / "labelsTr" / f"{p.case_id}.nii.gz"))
-            ref = sitk.GetArrayFromImage(ref_img) > 0
-            sp = ref_img.GetSpacing()[::-1]
-            m = structure_metrics(ref, p.mask, sp)
-            det = detect_clips(ref, p.mask, sp)
-            rows.append({"case_id": p.case_id, "dsc": m.dsc, "hd95": m.hd95, "asd": m.assd,
-                         "found": det.true_positives, "missed": det.missed, "false": det.false_positives,
-                         "roi": p.roi.source if p.roi else "", "roi_size_zyx": list(p.roi.size) if p.roi else None})
-        out[method] = {"cases": rows,
-                       "dsc_mean": float(np.nanmean([r["dsc"] for r in rows])),
-                       "hd95_mean": float(np.nanmean([r["hd95"] for r in rows])),
-                       "asd_mean": float(np.nanmean([r["asd"] for r in rows])),
-                       "found": sum(r["found"] for r in rows), "missed": sum(r["missed"] for r in rows),
-                       "false": sum(r["false"] for r in rows)}
+            scores.append(score_clip_mask(p.case_id, sitk.GetArrayFromImage(ref_img) > 0, p.mask,
+                                          ref_img.GetSpacing()[::-1]))
+            rows.append({**scores[-1].as_dict(), "roi": p.roi.source if p.roi else "",
+                         "roi_size_zyx": list(p.roi.size) if p.roi else None})
+        out[method] = {"cases": rows, **summarise_clip_scores(scores)}
         print(f"  evaluated {method}: DSC {out[method]['dsc_mean']:.3f}", flush=True)
     return out
 
@@ -271,8 +261,7 @@ def time_methods(work, methods: dict, speed_size: str) -> dict:
     """Wall time of single stage vs cascade (fold 0 each) on the speed case, and their (and the threshold's)
     quality on it: the whole CT, which training never showed when the cohort is cut to slabs."""
     from nnunet_breast.clips.predict import predict_clips
-    from nnunet_breast.evaluation.clip_detection import detect_clips
-    from nnunet_breast.evaluation.metrics import structure_metrics
+    from nnunet_breast.evaluation.clip_scores import score_clip_mask
     from nnunet_breast.inference.inputs import load_inputs
     from nnunet_breast.synth.cohort import make_case
 
@@ -288,9 +277,7 @@ def time_methods(work, methods: dict, speed_size: str) -> dict:
         if preds[0].roi is not None:
             res["roi_size_zyx"] = list(preds[0].roi.size)
             res["roi_source"] = preds[0].roi.source
-        m, det = structure_metrics(ref, preds[0].mask, spacing), detect_clips(ref, preds[0].mask, spacing)
-        res["quality"][method] = {"dsc": m.dsc, "hd95": m.hd95, "found": det.true_positives, "missed": det.missed,
-                                  "false": det.false_positives}
+        res["quality"][method] = score_clip_mask(preds[0].case_id, ref, preds[0].mask, spacing).as_dict()
     res["speedup"] = round(res["single_s"] / res["cascade_s"], 2)
     return res
 
@@ -298,8 +285,8 @@ def time_methods(work, methods: dict, speed_size: str) -> dict:
 def markdown(q: dict) -> str:
     lines = ["| method | DSC | HD95 (mm) | ASD (mm) | clips found | missed | false |", "|---|---|---|---|---|---|---|"]
     for m, r in q.items():
-        lines.append(f"| {m} | {r['dsc_mean']:.3f} | {r['hd95_mean']:.2f} | {r['asd_mean']:.2f} | {r['found']} | "
-                     f"{r['missed']} | {r['false']} |")
+        lines.append(f"| {m} | {r['dsc_mean']:.3f} | {r['hd95_mm_mean']:.2f} | {r['assd_mm_mean']:.2f} | "
+                     f"{r['clips_found']} | {r['clips_missed']} | {r['clips_false']} |")
     return "\n".join(lines)
 
 

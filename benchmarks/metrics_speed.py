@@ -44,7 +44,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeat", type=int, default=1, help="time the evaluation this many times, keep the best")
     args = ap.parse_args(argv)
 
-    from nnunet_breast.evaluation.metrics import evaluate_case, surfel_area_table
+    from nnunet_breast.evaluation.metrics import evaluate_case
+    from nnunet_breast.evaluation.surface import surfel_area_table
     from nnunet_breast.synth.cohort import make_case
 
     t0 = time.perf_counter()

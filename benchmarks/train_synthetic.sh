@@ -4,7 +4,8 @@
 #   bash benchmarks/train_synthetic.sh WORKDIR [N_CASES=20] [EPOCHS=50] [DEVICE=cuda] [FOLDS="0"]
 #
 # Generates N cases, converts them, plans (stock + `nnunet-breast plan`), trains nnUNetTrainerEffNetB0_<E>epochs
-# on 3d_fullres_effnetb0 and nnUNetTrainer_<E>epochs on 3d_fullres for the given folds, then evaluates the
+# on 3d_fullres_effnetb0 and nnUNetTrainerNoLRMirroring_<E>epochs (vanilla nnU-Net under the same no-left-right-
+# mirroring and partial-label rules) on 3d_fullres for the given folds, then evaluates the
 # out-of-fold validation predictions and compares the two models. Prints the summary lines at the end.
 # On a GPU both models train at the same time (one GPU has room for both small runs).
 set -euo pipefail
@@ -20,7 +21,7 @@ nnunet-breast splits -d 501 --stratify contrast
 nnUNetv2_plan_and_preprocess -d 501 -c 3d_fullres -np "${nnUNet_def_n_proc:-4}"
 nnunet-breast plan -d 501 --no-paper
 ours=nnUNetTrainerEffNetB0_${epochs}epochs    # _5, _10 and _50 exist, as nnU-Net's own _Xepochs
-vanilla=nnUNetTrainer_${epochs}epochs
+vanilla=nnUNetTrainerNoLRMirroring_${epochs}epochs   # _5, _10 and _50 exist
 for f in $folds; do
   if [ "$device" = cuda ]; then
     nnUNetv2_train 501 3d_fullres_effnetb0 "$f" -tr "$ours" -device cuda > "$work/train_ours_$f.log" 2>&1 &

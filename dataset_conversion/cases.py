@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_breast.structures import catalog
 from nnunet_breast.dataset_conversion.rasterise import rasterise_roi
 from nnunet_breast.dicom.ct_reader import read_ct_series
 from nnunet_breast.dicom.rtstruct import read_rtstruct
+from nnunet_breast.errors import UserError
+from nnunet_breast.structures import catalog
 
 
-class CaseError(ValueError):
+class CaseError(UserError):
     """This case cannot be converted; the message says why (the run goes on with the other cases)."""
 
 
@@ -45,10 +46,14 @@ class SourceCase:
 class LoadedCase:
     source: SourceCase
     image: sitk.Image                         # HU, float32
-    masks: dict[str, np.ndarray]              # canonical name -> bool [z, y, x]
+    masks: dict[str, np.ndarray]              # canonical name -> bool [z, y, x] (only masks with a voxel)
     names_seen: dict[str, str | None]         # ROI name as written -> canonical name (None: unknown)
     empty_rois: list[str]                     # ROIs present but without any voxel
     meta: dict
+    # wanted structures this case annotates (canonical names): an ROI with at least one contour, or a NIfTI
+    # mask file, even if no voxel lies inside it (then it is annotated as absent); an ROI declared without any
+    # contour (an empty placeholder of a TPS template) is not an annotation
+    annotated: list[str] = field(default_factory=list)
 
 
 def load_case(src: SourceCase, mapping: dict[str, str] | None, wanted: tuple[str, ...],
@@ -84,12 +89,14 @@ def _load_dicom(src: SourceCase, mapping, wanted, point_radius_mm) -> LoadedCase
                         f"({ct.header.FrameOfReferenceUID})")
     seen, chosen = _match([r.name for r in rois], mapping, wanted)
     by_name = {r.name: r for r in rois}
-    masks, empty = {}, []
+    masks, empty, annotated = {}, [], []
     for canon, written in chosen.items():
         try:
             mask = rasterise_roi(by_name[written], ct.image, point_radius_mm=point_radius_mm)
         except ValueError as e:
             raise CaseError(f"{src.rtstruct.name}: {e}") from None
+        if by_name[written].contours:
+            annotated.append(canon)
         if mask.any():
             masks[canon] = mask
         else:
@@ -104,7 +111,12 @@ def _load_dicom(src: SourceCase, mapping, wanted, point_radius_mm) -> LoadedCase
         "rtstruct": src.rtstruct.name,
         "dose_side": _dose_side(src.rtdose, ct.image),
     }
-    return LoadedCase(src, ct.image, masks, seen, empty, meta)
+    return LoadedCase(src, ct.image, masks, seen, empty, meta, _in_order(annotated, wanted))
+
+
+def _in_order(names, wanted) -> list[str]:
+    names = set(names)
+    return [n for n in wanted if n in names]
 
 
 def _dose_side(rtdose: list[Path], ct: sitk.Image) -> str:
@@ -141,7 +153,7 @@ def _load_nifti(src: SourceCase, mapping, wanted) -> LoadedCase:
             empty.append(written)
     meta = {"patient_id": src.patient_id, "study_uid": "", "series_uid": "", "contrast_agent": "", "site": "",
             "rtstruct": "", "dose_side": "unknown"}
-    return LoadedCase(src, image, masks, seen, empty, meta)
+    return LoadedCase(src, image, masks, seen, empty, meta, _in_order(chosen, wanted))
 
 
 def nifti_sources(root: Path) -> list[SourceCase]:

@@ -4,6 +4,16 @@ Safety rules: the input is only read; each case is written to a staging folder a
 its label last, so an interrupted run never leaves a case that looks complete (images without a label
 are removed at the next run); a rerun skips converted cases (``redo`` replaces them); an existing dataset id
 with another name or cohort is refused unless ``overwrite``.
+
+The annotation record: a clinical structure set holds only some structures (the treated side's CTVs, the
+nodal levels of the indication, not always every OAR), and the label map writes the others as background.
+``dataset.json`` therefore says, per case, which structures the case annotates
+(``"nnunet_breast": {"annotated": {case_id: [structure, ...]}}``, catalog order): the cohort's structures
+minus ``cohort.csv``'s ``structures_missing``. Annotated means contoured in the case's RTSTRUCT (at least one
+contour, even if no voxel centre lies inside it) or given as a NIfTI mask; an ROI declared without contours
+is not. The clip cohort's record is complete (``["Clips"]`` for every case: no clip ROI = no clips). The
+record covers exactly the cases in ``labelsTr``; nnU-Net copies dataset.json into the preprocessed folder,
+where the breast trainers read it (``trainers/partial_labels.py``).
 """
 from __future__ import annotations
 
@@ -21,11 +31,12 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from nnunet_breast.structures import catalog
-from nnunet_breast.volumes.body import air_outside_body
-from nnunet_breast.util.files import atomic_write_csv, atomic_write_text
 from nnunet_breast.dataset_conversion.cases import CaseError, SourceCase, load_case, nifti_sources, treated_side
+from nnunet_breast.errors import UserError
+from nnunet_breast.structures import catalog
 from nnunet_breast.structures.regions import OverlapEncoding, build_encoding, merge_encodings
+from nnunet_breast.util.files import atomic_write_csv, atomic_write_text
+from nnunet_breast.volumes.body import air_outside_body
 
 log = logging.getLogger(__name__)
 COHORTS = {"breast": catalog.BREAST_STRUCTURES, "clips": catalog.CLIP_STRUCTURES}
@@ -34,7 +45,7 @@ COHORT_COLUMNS = ["case_id", "patient_id", "study_uid", "series_uid", "source", 
                   "structures_missing"]
 
 
-class ConversionError(RuntimeError):
+class ConversionError(UserError):
     """The conversion as a whole is refused (bad arguments, unsafe paths, dataset id clash)."""
 
 
@@ -134,13 +145,14 @@ def _convert_one(src: SourceCase, opts: ConvertOptions, staging: Path) -> dict:
         sitk.WriteImage(_like(body.astype(np.uint8), image), str(staging / f"{cid}_body.nii.gz"), useCompression=True)
     combos = {tuple(wanted[i] for i in range(len(wanted)) if v >> i & 1) for v in np.unique(bits) if v}
     meta = dict(case.meta)
+    annotated = set(case.annotated)
     meta.update({
         "case_id": cid, "source": meta.pop("rtstruct") or str(src.image), "contrast": int(bool(meta["contrast_agent"])),
         "side": treated_side(case.masks, image, opts.cohort, body, meta.pop("dose_side")),
         "spacing_x": round(image.GetSpacing()[0], 4), "spacing_y": round(image.GetSpacing()[1], 4),
         "spacing_z": round(image.GetSpacing()[2], 4), "n_slices": image.GetSize()[2],
-        "structures_present": ";".join(n for n in wanted if n in case.masks),
-        "structures_missing": ";".join(n for n in wanted if n not in case.masks),
+        "structures_present": ";".join(n for n in wanted if n in annotated),      # = the annotation record
+        "structures_missing": ";".join(n for n in wanted if n not in annotated),
     })
     return {"meta": meta, "combos": sorted(combos), "names": case.names_seen, "empty_rois": case.empty_rois}
 
@@ -154,6 +166,7 @@ def _like(arr: np.ndarray, ref: sitk.Image) -> sitk.Image:
 def convert(opts: ConvertOptions, progress: bool = True) -> Report:
     if opts.cohort not in COHORTS:
         raise ConversionError(f"unknown cohort {opts.cohort!r}")
+    _check_mapping(opts.mapping)
     target = dataset_folder(opts.raw_root, opts.dataset_id, opts.name, opts.overwrite, opts.cohort)
     _check_paths(opts.input, target)
     report = Report(target)
@@ -186,7 +199,8 @@ def convert(opts: ConvertOptions, progress: bool = True) -> Report:
             _place_case(cid, staging, target, encoding, wanted)
             rows[cid] = _apply_overrides(r["meta"], opts.metadata)
             report.cases[cid].update(status="converted")
-        _write_dataset_json(target, opts.cohort, encoding, len(rows))
+        rows = _rows_on_disk(rows, labels, report)
+        _write_dataset_json(target, opts.cohort, encoding, annotation_record(rows, wanted, opts.cohort))
         atomic_write_csv(target / "cohort.csv", COHORT_COLUMNS, [rows[c] for c in sorted(rows)])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -247,6 +261,37 @@ def _place_case(cid: str, staging: Path, target: Path, encoding: OverlapEncoding
     os.replace(staging / f"{cid}.nii.gz", target / "labelsTr" / f"{cid}.nii.gz")
 
 
+def _check_mapping(mapping: dict[str, str] | None) -> None:
+    for written, canon in (mapping or {}).items():
+        if not isinstance(canon, str) or canon not in catalog.BY_NAME:
+            raise ConversionError(f"--mapping sends {written!r} to {canon!r}, which is not a catalog structure "
+                                  f"(TG-263 names such as Heart, Lung_L, CTVp_breast_L, CTVn_L1_R)")
+
+
+def _rows_on_disk(rows: dict[str, dict], labels: Path, report: Report) -> dict[str, dict]:
+    """The cohort.csv rows (and so the annotation record) of the cases whose label is in ``labelsTr``: a case
+    removed from the dataset loses its row; a label without a row is reported (it has no annotation record)."""
+    on_disk = {f.name[: -len(".nii.gz")] for f in labels.glob("*.nii.gz")}
+    for cid in sorted(set(rows) - on_disk):
+        report.decisions.append(f"{cid}: in cohort.csv but no longer in labelsTr; its row and annotation record "
+                                f"are dropped")
+    for cid in sorted(on_disk - set(rows)):
+        report.decisions.append(f"{cid}: in labelsTr but not in cohort.csv, so without an annotation record; "
+                                f"convert its source again or remove its files")
+    return {c: r for c, r in rows.items() if c in on_disk}
+
+
+def annotation_record(rows: dict[str, dict], wanted: tuple[str, ...], cohort: str) -> dict[str, list[str]]:
+    """case id -> the structures it annotates (catalog order): the cohort's structures minus
+    ``structures_missing`` (rows of datasets converted before the record existed too). Clip cohort: every case
+    annotates its clips; an RTSTRUCT without a clip ROI is a patient without clips (as evaluation reads it)."""
+    record = {}
+    for cid in sorted(rows):
+        missing = set() if cohort == "clips" else set(rows[cid].get("structures_missing", "").split(";"))
+        record[cid] = [n for n in wanted if n not in missing]
+    return record
+
+
 def _remove_half_cases(images: Path, labels: Path, report: Report) -> None:
     for img in images.glob("*_0000.nii.gz"):
         cid = img.name[: -len("_0000.nii.gz")]
@@ -276,13 +321,13 @@ def _apply_overrides(meta: dict, overrides: dict[str, dict[str, str]]) -> dict:
     return meta
 
 
-def _write_dataset_json(target: Path, cohort: str, encoding: OverlapEncoding, n: int) -> None:
+def _write_dataset_json(target: Path, cohort: str, encoding: OverlapEncoding, annotated: dict[str, list[str]]) -> None:
     # clips: raw HU ('noNorm') so the clip networks' input layer can threshold HU >= 300 (trainers/clips.py)
     channel = "noNorm" if cohort == "clips" else "CT"
-    ds = {"channel_names": {"0": channel}, "labels": encoding.dataset_json_labels(), "numTraining": n,
+    ds = {"channel_names": {"0": channel}, "labels": encoding.dataset_json_labels(), "numTraining": len(annotated),
           "file_ending": ".nii.gz", "name": target.name.split("_", 1)[1],
           "description": f"nnunet_breast {cohort} cohort converted from DICOM-RT",
-          "nnunet_breast": {"cohort": cohort, "encoding": encoding.to_json()}}
+          "nnunet_breast": {"cohort": cohort, "encoding": encoding.to_json(), "annotated": annotated}}
     if any(len(c) > 1 for c in encoding.combos):
         ds["regions_class_order"] = encoding.regions_class_order()
     atomic_write_text(target / "dataset.json", json.dumps(ds, indent=2))

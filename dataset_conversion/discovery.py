@@ -17,6 +17,8 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 
+from nnunet_breast.errors import UserError
+
 
 @dataclass
 class SeriesInfo:
@@ -241,3 +243,22 @@ def discover(root: Path) -> Discovery:
         decisions.append(f"{rel(path)}: RTDOSE attached to CT series "
                          f"{', '.join(p.ct.series_uid for p in targets)} (same frame of reference {frame})")
     return Discovery(pairs, decisions, skipped, orphans)
+
+
+class NoCTSeriesError(UserError):
+    """A folder holds no usable CT series; the message says what it holds instead."""
+
+
+def find_ct_series(root: Path) -> list[SeriesInfo]:
+    """The CT series under ``root`` (any layout, searched recursively), sorted by (patient id, series UID).
+
+    Each :class:`SeriesInfo` lists its ``files`` (sorted), ready for
+    :func:`nnunet_breast.dicom.ct_reader.read_ct_series`; RTSTRUCTs, RTDOSEs, other modalities and
+    non-DICOM files are passed over. Raises :class:`NoCTSeriesError` when there is no CT series.
+    """
+    found = discover(root)
+    if not found.pairs:
+        modalities = sorted({why.split(" object")[0] for _, why in found.skipped if " object, series " in why})
+        what = f"only {', '.join(modalities)} series" if modalities else "no readable DICOM CT image"
+        raise NoCTSeriesError(f"{Path(root)}: no CT series found ({what}; {len(found.skipped)} file(s) skipped)")
+    return [pair.ct for pair in found.pairs]

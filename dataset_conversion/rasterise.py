@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_breast.structures.contours import polygons_to_mask
 from nnunet_breast.dicom.rtstruct import RoiContours
+from nnunet_breast.errors import UserError
+from nnunet_breast.structures.contours import polygons_to_mask
 
 
-class ContourError(ValueError):
+class ContourError(UserError):
     """A contour that cannot be placed on the CT grid."""
 
 

@@ -14,13 +14,14 @@ the list silently falls back to a random 80:20 split (L638-650), so the file mus
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from nnunet_breast.errors import UserError
+from nnunet_breast.util.files import atomic_write_text
 
 __all__ = ["stratified_splits", "strata_from_table", "write_splits", "SPLITS_FILENAME"]
 
@@ -44,12 +45,12 @@ def stratified_splits(case_ids: Sequence[str], strata: Sequence[str], folds: int
         raise ValueError(f"got {len(ids)} case ids but {len(labels)} strata; need one stratum per case")
     dup = sorted({c for c in ids if ids.count(c) > 1}) if len(set(ids)) != len(ids) else []
     if dup:
-        raise ValueError(f"case ids must be unique; repeated: {dup[:10]}")
+        raise UserError(f"case ids must be unique; repeated: {dup[:10]}")
     if not isinstance(folds, (int, np.integer)) or folds < 2:
-        raise ValueError(f"need at least 2 folds for cross-validation, got {folds!r}")
+        raise UserError(f"need at least 2 folds for cross-validation, got {folds!r}")
     if folds > len(ids):
-        raise ValueError(f"cannot make {folds} folds from {len(ids)} case(s): every fold needs at least one "
-                         f"validation case; use fewer folds or more cases")
+        raise UserError(f"cannot make {folds} folds from {len(ids)} case(s): every fold needs at least one "
+                        f"validation case; use fewer folds or more cases")
 
     by_stratum: dict[str, list[str]] = defaultdict(list)
     for c, s in zip(ids, labels):
@@ -86,7 +87,7 @@ def strata_from_table(rows: Sequence[Mapping[str, str]], keys: Sequence[str]) ->
     available = sorted({k for r in rows for k in r.keys() if k is not None})
     unknown = [k for k in keys if k not in available]
     if unknown:
-        raise ValueError(f"unknown stratification column(s) {unknown}; available columns: {available}")
+        raise UserError(f"unknown stratification column(s) {unknown}; available columns: {available}")
     if not keys:
         return ["all"] * len(rows)
     out = []
@@ -96,7 +97,7 @@ def strata_from_table(rows: Sequence[Mapping[str, str]], keys: Sequence[str]) ->
             value = row.get(k)
             if value is None:
                 # a short CSV row: DictReader fills missing fields with None; guessing a value would mislabel
-                raise ValueError(f"row {i} has no value for column {k!r}: {dict(row)}")
+                raise UserError(f"row {i} has no value for column {k!r}: {dict(row)}")
             parts.append(f"{k}={str(value).strip()}")
         out.append("|".join(parts))
     return out
@@ -125,27 +126,14 @@ def _validated(splits: Any) -> list[dict[str, list[str]]]:
 def write_splits(preprocessed_dataset_dir: Path, splits: Sequence[Mapping[str, Sequence[str]]]) -> Path:
     """Write ``splits_final.json`` into the dataset's preprocessed folder (created if needed); returns its path.
 
-    Written to a temporary file in the same folder and moved into place with ``os.replace``, so a trainer
-    starting concurrently reads either the old file or the complete new one, never a truncated file (which
-    nnU-Net would fail on, or worse, a missing file, which makes it generate its own default split).
+    Written atomically (:mod:`nnunet_breast.util.files`: a temporary file in the same folder moved into
+    place with ``os.replace``), so a trainer starting concurrently reads either the old file or the complete
+    new one, never a truncated file (which nnU-Net would fail on, or worse, a missing file, which makes it
+    generate its own default split).
     """
     data = _validated(splits)
     folder = Path(preprocessed_dataset_dir)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / SPLITS_FILENAME
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{SPLITS_FILENAME}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=4)     # nnU-Net's save_json also writes indent=4
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o644)             # mkstemp makes 0600; the folder is often shared by a group
-        os.replace(tmp_name, target)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write_text(target, json.dumps(data, indent=4) + "\n")   # nnU-Net's save_json also writes indent=4
     return target

@@ -24,10 +24,11 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["ClipMatch", "ClipDetection", "components", "detect_clips"]
+from nnunet_breast.volumes.components import components
+
+__all__ = ["ClipMatch", "ClipDetection", "detect_clips"]
 
 
 @dataclass(frozen=True)
@@ -85,30 +86,6 @@ class ClipDetection:
                 "matches": [vars(m) for m in self.matches],
                 "ref_centroids_mm": [list(c) for c in self.ref_centroids_mm],
                 "pred_centroids_mm": [list(c) for c in self.pred_centroids_mm]}
-
-
-def components(mask: np.ndarray, spacing_zyx, origin_zyx=None, min_voxels: int = 1):
-    """Label the components of ``mask`` with full connectivity.
-
-    Components smaller than ``min_voxels`` are discarded. Returns ``(labels, centroids_mm, sizes)``:
-    ``labels`` numbers the kept components 1..n, their centroids are an (n, ndim) array in mm and their
-    voxel counts an (n,) array.
-    """
-    mask = np.asarray(mask, bool)
-    nd = mask.ndim
-    labels, n = ndimage.label(mask, structure=np.ones((3,) * nd, bool))
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    if min_voxels > 1 and n:
-        keep = sizes >= min_voxels
-        remap = np.zeros(n + 1, labels.dtype)
-        remap[1:][keep] = np.arange(1, int(keep.sum()) + 1)
-        labels, sizes, n = remap[labels], sizes[keep], int(keep.sum())
-    spacing = np.asarray(spacing_zyx, np.float64)
-    origin = np.zeros(nd) if origin_zyx is None else np.asarray(origin_zyx, np.float64)
-    if n == 0:
-        return labels, np.zeros((0, nd)), sizes
-    com = np.array(ndimage.center_of_mass(mask, labels, np.arange(1, n + 1)), np.float64).reshape(n, nd)
-    return labels, com * spacing + origin, sizes
 
 
 def detect_clips(ref: np.ndarray, pred: np.ndarray, spacing_zyx, tolerance_mm: float = 5.0,

@@ -22,8 +22,9 @@ Method (every choice here changes the numbers, so each is fixed and written down
 * **Dx cc** (D0.03cc, D1cc) is the minimum dose received by the hottest ``x`` cc of the structure: voxel doses
   sorted in decreasing order, the dose of the voxel at which the cumulative volume first reaches or
   exceeds ``x`` cc (voxel granularity, no interpolation between voxels). D0.03cc is the clinical
-  surrogate of the maximum point dose. A structure smaller than ``x`` cc returns its minimum dose (the
-  whole structure is "the hottest x cc"); an empty structure returns NaN.
+  surrogate of the maximum point dose. A structure smaller than ``x`` cc returns 0 Gy, as dicompyler-core
+  (``DVH.dose_constraint``: a requested volume above the structure's volume gives 0 dose, since no x cc of
+  the structure receives any dose); an empty structure returns NaN.
 * **V_D Gy** is the volume receiving at least ``D`` Gy (dose >= D): in cc (voxel count x voxel volume) for
   the heart, in % of the structure's volume for the lung, as in the paper.
 * **Side.** Ipsilateral lung = Lung_L for a left-sided plan, Lung_R for a right-sided one; contralateral is
@@ -33,9 +34,11 @@ Method (every choice here changes the numbers, so each is fixed and written down
 * A structure absent from a contour set (or empty) gives NaN for its parameters and never an error: a
   missing auto-contour is a finding to report, not a crash.
 
-Refusals (``ValueError``): a dose or RTSTRUCT whose frame of reference differs from the CT's (the
-coordinates would not correspond), a dose not in Gy (``read_rtdose``), masks on another grid, a dose
-grid that does not overlap the CT, two ROIs of one contour set that mean the same structure.
+Refusals (:class:`~nnunet_breast.errors.UserError`, a ``ValueError``): a dose or RTSTRUCT whose frame of
+reference differs from the CT's (the coordinates would not correspond), a dose not in Gy (``read_rtdose``),
+masks on another grid, a dose grid that does not overlap the CT, two ROIs of one contour set that mean the
+same structure. The table files of ``nnunet-breast dvh`` (per case, merged, summary) are
+:mod:`nnunet_breast.evaluation.dvh_table`.
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_breast.errors import UserError
 from nnunet_breast.structures import catalog
 
 log = logging.getLogger(__name__)
@@ -98,7 +102,9 @@ def d_cc(dose_values, voxel_cc: float, volume_cc: float) -> float:
 
     Doses sorted in decreasing order; the answer is the dose of the voxel at which the cumulative volume
     (k voxels x ``voxel_cc``) first reaches or exceeds ``volume_cc``. A structure smaller than ``volume_cc``
-    returns its minimum dose; an empty one NaN.
+    (fewer voxels than that takes) returns 0.0 Gy, following dicompyler-core's ``DVH.dose_constraint``
+    (``if volume > volume_counts.max(): return 0``): no ``volume_cc`` of the structure receives any dose. A
+    structure of exactly ``volume_cc`` returns its minimum dose. An empty structure returns NaN.
     """
     if voxel_cc <= 0 or volume_cc <= 0:
         raise ValueError(f"voxel_cc and volume_cc must be positive (got {voxel_cc}, {volume_cc})")
@@ -107,7 +113,9 @@ def d_cc(dose_values, voxel_cc: float, volume_cc: float) -> float:
         return math.nan
     # number of hottest voxels needed; the relative tolerance keeps 0.03 / 0.003 = 10.000000000000002 at 10
     n = max(1, int(math.ceil(volume_cc / voxel_cc * (1 - 1e-9))))
-    if n >= v.size:
+    if n > v.size:                      # the structure is smaller than volume_cc: dicompyler-core's 0 Gy
+        return 0.0
+    if n == v.size:
         return float(v.min())
     # the n-th largest value without a full sort
     return float(np.partition(v, v.size - n)[v.size - n])
@@ -149,17 +157,17 @@ def load_dose(rtdose_path: Path, reference_image: sitk.Image, ct_frame_uid: str)
     image, header = read_rtdose(Path(rtdose_path))
     dose_frame = _uid(header, "FrameOfReferenceUID")
     if dose_frame != str(ct_frame_uid).strip():
-        raise ValueError(f"{Path(rtdose_path).name}: the dose's FrameOfReferenceUID {dose_frame or '(none)'} differs "
-                         f"from the CT's {ct_frame_uid}; the dose was computed on another image set and its "
-                         f"coordinates do not correspond to this CT")
+        raise UserError(f"{Path(rtdose_path).name}: the dose's FrameOfReferenceUID {dose_frame or '(none)'} differs "
+                        f"from the CT's {ct_frame_uid}; the dose was computed on another image set and its "
+                        f"coordinates do not correspond to this CT")
     summation = _uid(header, "DoseSummationType")
     if summation and summation.upper() not in ("PLAN", "MULTI_PLAN", "PLAN_SUM", "RECORD"):
         log.warning("%s: DoseSummationType %s (not a plan dose); parameters are for that dose",
                     Path(rtdose_path).name, summation)
     dose = dose_on_grid(image, reference_image)
     if float(sitk.GetArrayViewFromImage(image).max(initial=0.0)) > 0 and not np.any(dose > 0):
-        raise ValueError(f"{Path(rtdose_path).name}: the dose grid does not overlap the CT (all resampled doses "
-                         f"are 0 Gy); check the dose's ImagePositionPatient")
+        raise UserError(f"{Path(rtdose_path).name}: the dose grid does not overlap the CT (all resampled doses "
+                        f"are 0 Gy); check the dose's ImagePositionPatient")
     return dose, header
 
 
@@ -189,7 +197,7 @@ def load_masks(source: Path, reference_image: sitk.Image, ct_frame_uid: str,
         return _masks_from_nifti(source, reference_image, wanted, mapping)
     if source.is_file():
         return _masks_from_rtstruct(source, reference_image, ct_frame_uid, wanted, mapping)
-    raise ValueError(f"{source}: neither an RTSTRUCT file nor a folder of NIfTI masks")
+    raise UserError(f"{source}: neither an RTSTRUCT file nor a folder of NIfTI masks")
 
 
 def _pick(names: Iterable[str], wanted: set[str], mapping, where: str) -> dict[str, str]:
@@ -202,7 +210,7 @@ def _pick(names: Iterable[str], wanted: set[str], mapping, where: str) -> dict[s
     dupes = {c: n for c, n in found.items() if len(n) > 1}
     if dupes:
         text = "; ".join(f"{c}: {', '.join(repr(x) for x in n)}" for c, n in sorted(dupes.items()))
-        raise ValueError(f"{where}: several ROIs mean the same structure ({text}); keep one of each")
+        raise UserError(f"{where}: several ROIs mean the same structure ({text}); keep one of each")
     return {c: n[0] for c, n in found.items()}
 
 
@@ -216,8 +224,8 @@ def _masks_from_rtstruct(path: Path, image: sitk.Image, ct_frame_uid: str, wante
     frames = {_uid(f, "FrameOfReferenceUID") for f in getattr(ds, "ReferencedFrameOfReferenceSequence", [])}
     frames.discard("")
     if frames and ct_frame not in frames:
-        raise ValueError(f"{path.name}: the RTSTRUCT refers to FrameOfReferenceUID {', '.join(sorted(frames))}, "
-                         f"not the CT's {ct_frame}; its contours were drawn on another image set")
+        raise UserError(f"{path.name}: the RTSTRUCT refers to FrameOfReferenceUID {', '.join(sorted(frames))}, "
+                        f"not the CT's {ct_frame}; its contours were drawn on another image set")
     roi_frames = {int(r.ROINumber): _uid(r, "ReferencedFrameOfReferenceUID")
                   for r in getattr(ds, "StructureSetROISequence", [])}
     chosen = _pick([r.name for r in rois], wanted, mapping, path.name)
@@ -227,8 +235,8 @@ def _masks_from_rtstruct(path: Path, image: sitk.Image, ct_frame_uid: str, wante
         roi = by_name[name]
         frame = roi_frames.get(roi.number, "")
         if frame and frame != ct_frame:
-            raise ValueError(f"{path.name}: ROI {name!r} refers to FrameOfReferenceUID {frame}, not the CT's "
-                             f"{ct_frame}")
+            raise UserError(f"{path.name}: ROI {name!r} refers to FrameOfReferenceUID {frame}, not the CT's "
+                            f"{ct_frame}")
         if not roi.contours:
             continue
         mask = rasterise_roi(roi, image)
@@ -244,11 +252,11 @@ def _masks_from_nifti(folder: Path, image: sitk.Image, wanted: set[str], mapping
     for canon, name in chosen.items():
         m = sitk.ReadImage(str(files[name]))
         if not _same_grid(m, image):
-            raise ValueError(f"{files[name]}: mask grid (size {m.GetSize()}, spacing "
-                             f"{tuple(round(s, 4) for s in m.GetSpacing())}, origin "
-                             f"{tuple(round(o, 3) for o in m.GetOrigin())}) differs from the CT's (size "
-                             f"{image.GetSize()}, spacing {tuple(round(s, 4) for s in image.GetSpacing())}, origin "
-                             f"{tuple(round(o, 3) for o in image.GetOrigin())}); masks must be on the CT grid")
+            raise UserError(f"{files[name]}: mask grid (size {m.GetSize()}, spacing "
+                            f"{tuple(round(s, 4) for s in m.GetSpacing())}, origin "
+                            f"{tuple(round(o, 3) for o in m.GetOrigin())}) differs from the CT's (size "
+                            f"{image.GetSize()}, spacing {tuple(round(s, 4) for s in image.GetSpacing())}, origin "
+                            f"{tuple(round(o, 3) for o in image.GetOrigin())}); masks must be on the CT grid")
         arr = sitk.GetArrayFromImage(m) > 0
         if arr.any():
             masks[canon] = arr
@@ -264,16 +272,16 @@ def infer_side(dose_gy: np.ndarray, ct_hu: np.ndarray, reference_image: sitk.Ima
     """
     peak = float(np.max(dose_gy)) if dose_gy.size else 0.0
     if peak <= 0:
-        raise ValueError("cannot infer the treated side from an all-zero dose; give the side")
+        raise UserError("cannot infer the treated side from an all-zero dose; give the side")
     hot = np.argwhere(dose_gy >= 0.8 * peak)
     body = np.argwhere(ct_hu > -500)
     if not len(body):
-        raise ValueError("cannot infer the treated side: no body voxels (HU > -500) in the CT; give the side")
+        raise UserError("cannot infer the treated side: no body voxels (HU > -500) in the CT; give the side")
     x_hot = reference_image.TransformContinuousIndexToPhysicalPoint(hot.mean(0)[::-1].tolist())[0]
     x_mid = reference_image.TransformContinuousIndexToPhysicalPoint(body.mean(0)[::-1].tolist())[0]
     if abs(x_hot - x_mid) < min_offset_mm:
-        raise ValueError(f"cannot infer the treated side: the high-dose region is {x_hot - x_mid:+.1f} mm from the "
-                         f"body midline; give the side")
+        raise UserError(f"cannot infer the treated side: the high-dose region is {x_hot - x_mid:+.1f} mm from the "
+                        f"body midline; give the side")
     return "L" if x_hot > x_mid else "R"   # LPS: +x is the patient's left
 
 

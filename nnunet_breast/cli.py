@@ -7,6 +7,7 @@ import logging
 import sys
 
 from nnunet_breast import __version__
+from nnunet_breast.errors import UserError
 
 # subcommand -> module in nnunet_breast.commands; each module has HELP, add_arguments(parser), run(args) -> int
 COMMANDS = {
@@ -24,10 +25,6 @@ COMMANDS = {
     "predict-clips": "predict_clips",
     "predict": "predict",
 }
-
-
-class UserError(Exception):
-    """A problem with the user's input or environment: reported as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

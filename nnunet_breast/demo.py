@@ -24,13 +24,15 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_breast.errors import UserError
+
 BREAST_ID, CLIPS_ID, STAGE2_ID, CLIPS_TEST_ID = 701, 702, 703, 704
 #: (breast trainer, clip trainer suffix) per device: a minute or two per model on 2 CPU cores; on a GPU, 10 / 5
 #: nnU-Net epochs of 250 iterations, a few minutes
 SCHEDULES = {"cpu": ("nnUNetTrainerEffNetB0DemoCPU", "DemoCPU"), "cuda": ("nnUNetTrainerEffNetB0_10epochs", "_5epochs")}
 
 
-class DemoError(RuntimeError):
+class DemoError(UserError):
     """A demo step failed; the message names the command and the end of its log."""
 
 
@@ -161,8 +163,7 @@ class Demo:
     def score_clips(self, pred: Path) -> Path:
         """Clip DSC / HD95 / detection of the new patients against their (synthetic) truth."""
         from nnunet_breast.env import dataset_dir
-        from nnunet_breast.evaluation.clip_detection import detect_clips
-        from nnunet_breast.evaluation.metrics import structure_metrics
+        from nnunet_breast.evaluation.clip_scores import CLIP_SCORE_COLUMNS, score_clip_mask
         from nnunet_breast.util.files import atomic_write_csv
 
         truth = dataset_dir("nnUNet_raw", CLIPS_TEST_ID) / "labelsTr"
@@ -173,15 +174,13 @@ class Demo:
             ref = sitk.GetArrayFromImage(ref_img) > 0
             got = sitk.GetArrayFromImage(sitk.ReadImage(str(pred / cid / "masks" / "Clips.nii.gz"))) > 0
             sp = ref_img.GetSpacing()[::-1]
-            m, d = structure_metrics(ref, got, sp), detect_clips(ref, got, sp)
-            rows.append({"case_id": cid, "dsc": round(m.dsc, 4), "hd95_mm": round(m.hd95, 2),
-                         "assd_mm": round(m.assd, 2), "clips_found": d.true_positives, "clips_missed": d.missed,
-                         "false_clips": d.false_positives})
+            score = score_clip_mask(cid, ref, got, sp).as_dict()
+            rows.append({k: round(v, 4) if isinstance(v, float) else v for k, v in score.items()})
         path = self.out / "evaluation_clips.csv"
-        atomic_write_csv(path, list(rows[0]) if rows else ["case_id"], rows)
+        atomic_write_csv(path, CLIP_SCORE_COLUMNS, rows)
         for r in rows:
             print(f"  {r['case_id']}: clip DSC {r['dsc']:.3f}, found {r['clips_found']}, missed {r['clips_missed']}, "
-                  f"false {r['false_clips']}")
+                  f"false {r['clips_false']}")
         return path
 
 

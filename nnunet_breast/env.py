@@ -5,6 +5,8 @@ import os
 import shlex
 from pathlib import Path
 
+from nnunet_breast.errors import UserError
+
 NNUNET_PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
 
@@ -52,18 +54,18 @@ def nnunet_folder(var: str) -> Path:
     """One of nnU-Net's three folders, read now (nnunetv2.paths reads them once, at import)."""
     value = os.environ.get(var, "")
     if not value:
-        raise ValueError(f"{var} is not set (see `nnunet-breast env`)")
+        raise UserError(f"{var} is not set (see `nnunet-breast env`)")
     return Path(value)
 
 
 def dataset_dir(var: str, dataset_id: int) -> Path:
-    """``$var/DatasetXXX_Name`` of an existing dataset; ValueError naming what is there otherwise."""
+    """``$var/DatasetXXX_Name`` of an existing dataset; UserError naming what is there otherwise."""
     root = nnunet_folder(var)
     found = sorted(root.glob(f"Dataset{int(dataset_id):03d}_*")) if root.is_dir() else []
     if not found:
-        raise ValueError(f"no dataset {dataset_id} in {var}={root} (no Dataset{int(dataset_id):03d}_* folder)")
+        raise UserError(f"no dataset {dataset_id} in {var}={root} (no Dataset{int(dataset_id):03d}_* folder)")
     if len(found) > 1:
-        raise ValueError(f"dataset {dataset_id} in {var}={root}: several folders, {', '.join(p.name for p in found)}")
+        raise UserError(f"dataset {dataset_id} in {var}={root}: several folders, {', '.join(p.name for p in found)}")
     return found[0]
 
 
@@ -72,8 +74,8 @@ def model_dir(dataset_id: int, trainer: str, plans: str, configuration: str) -> 
     hint = f"train it with `nnUNetv2_train {dataset_id} {configuration} FOLD -tr {trainer} -p {plans}`"
     try:
         folder = dataset_dir("nnUNet_results", dataset_id) / f"{trainer}__{plans}__{configuration}"
-    except ValueError as e:
-        raise ValueError(f"no trained model for dataset {dataset_id} ({e}); {hint}") from None
+    except UserError as e:
+        raise UserError(f"no trained model for dataset {dataset_id} ({e}); {hint}") from None
     if not folder.is_dir():
-        raise ValueError(f"no trained model at {folder}: {hint}")
+        raise UserError(f"no trained model at {folder}: {hint}")
     return folder

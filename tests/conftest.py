@@ -13,8 +13,18 @@ from nnunet_breast.synth.cohort import write_cohort
 
 @pytest.fixture(scope="session")
 def breast_export(tmp_path_factory) -> Path:
+    """5 breast cases contoured in full (all 20 structures, both sides): tests rely on both sides."""
     out = tmp_path_factory.mktemp("breast_export")
-    write_cohort("breast", 5, out, seed=0, size="small", progress=False)
+    write_cohort("breast", 5, out, seed=0, size="small", progress=False, labels="full")
+    return out
+
+
+@pytest.fixture(scope="session")
+def breast_clinical_export(tmp_path_factory) -> Path:
+    """6 breast cases as a clinic exports them (labels="clinical"): the same CTs as ``breast_export``'s first 5;
+    seed 0 gives both sides, all three nodal indications and a case without thyroid, one without esophagus."""
+    out = tmp_path_factory.mktemp("breast_clinical_export")
+    write_cohort("breast", 6, out, seed=0, size="small", progress=False, labels="clinical")
     return out
 
 
@@ -65,3 +75,40 @@ def run_cli():
         return subprocess.run([console_script(cmd[0]), *map(str, cmd[1:])], capture_output=True, text=True,
                               env=env, timeout=timeout)
     return run
+
+
+@pytest.fixture(scope="session")
+def stock_builds():
+    """stock_builds(preprocessed dataset folder) -> names of our configurations that stock nnU-Net built."""
+    return assert_stock_nnunet_builds_our_configurations
+
+
+def assert_stock_nnunet_builds_our_configurations(preprocessed_dataset: Path) -> list[str]:
+    """Every configuration of ours in the dataset's plans files is built by stock nnU-Net from the plans alone
+    (``nnUNetTrainer.build_network_architecture``) and runs a forward pass on a patch; returns the names."""
+    import json
+
+    import torch
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    dataset_json = json.loads((preprocessed_dataset / "dataset.json").read_text())
+    built = []
+    for plans_file in sorted(preprocessed_dataset.glob("nnUNetPlans*.json")):
+        plans = PlansManager(json.loads(plans_file.read_text()))
+        for name in plans.available_configurations:
+            cm = plans.get_configuration(name)
+            if not cm.network_arch_class_name.startswith("nnunet_breast."):
+                continue
+            n_in = determine_num_input_channels(plans, cm, dataset_json)
+            n_out = plans.get_label_manager(dataset_json).num_segmentation_heads
+            net = nnUNetTrainer.build_network_architecture(plans, cm, n_in, n_out, enable_deep_supervision=True)
+            assert type(net).__module__ + "." + type(net).__name__ == cm.network_arch_class_name, name
+            net.eval()
+            with torch.no_grad():
+                out = net(torch.zeros((1, n_in, *cm.patch_size)))
+            assert tuple(out[0].shape) == (1, n_out, *cm.patch_size), name
+            assert torch.isfinite(out[0]).all(), name
+            built.append(name)
+    return built

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_breast.clips.roi import (Roi, crop_image, paste_back, resample_to_spacing, roi_from_coarse_probability,
-                                      roi_from_probability)
+from nnunet_breast.clips.roi import (
+    Roi,
+    crop_image,
+    paste_back,
+    resample_to_spacing,
+    roi_from_coarse_probability,
+    roi_from_probability,
+)
 from nnunet_breast.synth.cohort import make_case
 
 

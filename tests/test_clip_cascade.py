@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_breast.clips.roi import Roi
-from nnunet_breast.clips.prepare import CascadeError, RoiSettings, prepare_stage2
+from nnunet_breast.clips.prepare import CascadeError, prepare_stage2
+from nnunet_breast.clips.roi import Roi, RoiSettings
 from nnunet_breast.clips.table import clip_table
 from nnunet_breast.clips.threshold import threshold_clips
 from nnunet_breast.dataset_conversion.dataset import ConvertOptions, convert
@@ -181,6 +181,37 @@ def test_predicted_specks_below_the_smallest_clip_are_dropped(tmp_path):
     assert sorted(c["voxels"] for c in loose[0].clips) == [1, 2, 8]
 
 
+def test_predict_pipeline_clips_json_is_predict_clips_record_plus_proposal(tmp_path):
+    """`predict --model clips` writes each clips.json once, in the case folder, from the in-memory prediction:
+    `predict-clips`' <case>_clips.json plus the tumour-bed proposal, and no stray clip files."""
+    from nnunet_breast.clips.predict import ClipPredictOptions, predict_clips
+    from nnunet_breast.inference.predict import PredictOptions, predict
+
+    case = make_case("clips", 3)
+    img = sitk.GetImageFromArray(case.hu.astype(np.float32))
+    img.SetSpacing(case.grid.spacing)
+    img.SetOrigin(case.grid.origin)
+    (tmp_path / "in").mkdir()
+    sitk.WriteImage(img, str(tmp_path / "in" / "caseA.nii.gz"))
+    opts = ClipPredictOptions("threshold")
+    predict_clips(load_inputs(tmp_path / "in"), tmp_path / "alone", opts, progress=False)
+    assert sorted(p.name for p in (tmp_path / "alone").iterdir()) == ["caseA.nii.gz", "caseA_clips.json", "clips.csv"]
+    alone = json.loads((tmp_path / "alone" / "caseA_clips.json").read_text())
+    [res] = predict(tmp_path / "in", tmp_path / "out", PredictOptions("clips", clips=opts, preview=False),
+                    progress=False)
+    folder = tmp_path / "out" / "caseA"
+    data = json.loads((folder / "clips.json").read_text())
+    assert list(data)[-2:] == ["clips", "tumour_bed_proposal"]                  # the layout predict always wrote
+    proposal = data.pop("tumour_bed_proposal")
+    assert data == alone and res.n_clips == alone["n_clips"] >= 1
+    assert proposal["name"] == "CTV_TumorBed_proposal" and proposal["volume_cc"] == res.proposal_cc
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
+        "clips.json", "masks/CTV_TumorBed_proposal.nii.gz", "masks/Clips.nii.gz"]
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "masks" / "Clips.nii.gz"))),
+                                  sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "alone" / "caseA.nii.gz"))))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["caseA", "summary.csv"]
+
+
 def test_clip_table_centroids_in_patient_mm():
     arr = np.full((10, 20, 30), 0.0, np.float32)
     mask = np.zeros(arr.shape, bool)
@@ -202,7 +233,7 @@ def test_clip_table_centroids_in_patient_mm():
 def test_inputs_dicom_nifti_and_refusals(clips_export, tmp_path):
     cases = load_inputs(clips_export)
     assert len(cases) == 3 and all(c.dicom is not None for c in cases)
-    from nnunet_breast.dataset_conversion.dataset import find_sources, Report
+    from nnunet_breast.dataset_conversion.dataset import Report, find_sources
     sources = find_sources(ConvertOptions("clips", clips_export, 502, "X", tmp_path), Report(tmp_path))
     assert sorted(c.case_id for c in cases) == sorted(s.case_id for s in sources)   # same ids as the converter
     for c in cases:

@@ -88,11 +88,22 @@ def test_plans_and_stage2_dataset(cascade):
     assert "next:" in cascade["prepare_stdout"]
 
 
+def test_stock_nnunet_builds_every_clip_configuration_we_plan(cascade, stock_builds):
+    """The plans carry each net's input variant: the stage-2 net takes the map as its second channel."""
+    pre = cascade["dirs"]["nnUNet_preprocessed"]
+    assert sorted(stock_builds(pre / "Dataset502_BreastClips")) == ["3d_clip_fullres", "3d_clip_location"]
+    assert stock_builds(pre / "Dataset503_BreastClipsStage2") == ["3d_clip_segmentation"]
+    plans = json.loads((pre / "Dataset503_BreastClipsStage2" / "nnUNetPlans.json").read_text())
+    kwargs = plans["configurations"]["3d_clip_segmentation"]["architecture"]["arch_kwargs"]
+    assert kwargs["passthrough_channels"] == 1 and kwargs["binary_threshold_hu"] is None
+    assert kwargs["metal_window"] == [300.0, 3000.0]
+
+
 def test_predict_clips_cascade_on_new_dicom_cases(cascade):
     root = cascade["root"]
     out = root / "pred_cascade"
-    r = cascade["run"]("nnunet-breast", "predict-clips", "-i", root / "new", "-o", out, "-d", "502",
-                       "--stage2-id", "503", "-tr", T1, "-tr2", T2, "-device", "cpu")
+    r = cascade["run"]("nnunet-breast", "predict-clips", "-i", root / "new", "-o", out, "--clips-d", "502",
+                       "--stage2-id", "503", "--clips-tr", T1, "--stage2-tr", T2, "-device", "cpu")
     assert "stage2" in r.stdout
     cases = {c.case_id: c for c in load_inputs(root / "new")}
     assert len(cases) == 2
@@ -118,22 +129,22 @@ def test_predict_clips_cascade_on_new_dicom_cases(cascade):
 def test_predict_clips_baselines_and_refusals(cascade):
     root, run = cascade["root"], cascade["run"]
     single = root / "pred_single"
-    run("nnunet-breast", "predict-clips", "-i", root / "new", "-o", single, "--method", "single", "-d", "502",
-        "-tr", T1, "-c", "3d_clip_location", "-f", "0", "-device", "cpu")
+    run("nnunet-breast", "predict-clips", "-i", root / "new", "-o", single, "--clips-method", "single",
+        "--clips-d", "502", "--clips-tr", T1, "--clips-c", "3d_clip_location", "--clips-f", "0", "-device", "cpu")
     thr = root / "pred_threshold"
-    run("nnunet-breast", "predict-clips", "-i", root / "new", "-o", thr, "--method", "threshold")
+    run("nnunet-breast", "predict-clips", "-i", root / "new", "-o", thr, "--clips-method", "threshold")
     for out, method in ((single, "single"), (thr, "threshold")):
         files = sorted(out.glob("*_clips.json"))
         assert len(files) == 2 and all(json.loads(f.read_text())["method"] == method for f in files)
     thr_info = json.loads(files[0].read_text())
     assert thr_info["n_clips"] >= 1 and all(c["max_hu"] >= 1500 for c in thr_info["clips"])
-    bad = run("nnunet-breast", "predict-clips", "-i", root / "new", "-o", root / "x", "-d", "502",
-              "-tr", T1, ok=False)
+    bad = run("nnunet-breast", "predict-clips", "-i", root / "new", "-o", root / "x", "--clips-d", "502",
+              "--clips-tr", T1, ok=False)
     assert bad.returncode == 2 and "--stage2-id" in bad.stderr
-    missing = run("nnunet-breast", "predict-clips", "-i", root / "new", "-o", root / "x", "-d", "502",
-                  "--stage2-id", "503", "-tr", "nnUNetTrainerClipLocation", ok=False)
+    missing = run("nnunet-breast", "predict-clips", "-i", root / "new", "-o", root / "x", "--clips-d", "502",
+                  "--stage2-id", "503", "--clips-tr", "nnUNetTrainerClipLocation", ok=False)
     assert missing.returncode == 2 and "no trained model" in missing.stderr
     empty = root / "empty_in"
     empty.mkdir()
-    r = run("nnunet-breast", "predict-clips", "-i", empty, "-o", root / "x", "--method", "threshold", ok=False)
+    r = run("nnunet-breast", "predict-clips", "-i", empty, "-o", root / "x", "--clips-method", "threshold", ok=False)
     assert r.returncode == 2 and "empty" in r.stderr

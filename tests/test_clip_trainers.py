@@ -17,8 +17,13 @@ from nnunet_breast.networks.plans import RES_SE_UNET_CLASS as NETWORK_CLASS_NAME
 from nnunet_breast.networks.plans import ClipChannelMismatchError, clip_arch_kwargs
 from nnunet_breast.networks.res_se_unet import ResSEUNet3d
 from nnunet_breast.trainers.lr_schedule import LinearWarmupCosineLRScheduler
-from nnunet_breast.trainers.transforms import AIR_HU, CTIntensityScalingTransform, ClipRegionTargetTransform
-from nnunet_breast.trainers.transforms import HUPaddedSpatialTransform, transform_name
+from nnunet_breast.trainers.transforms import (
+    AIR_HU,
+    ClipRegionTargetTransform,
+    CTIntensityScalingTransform,
+    HUPaddedSpatialTransform,
+    transform_name,
+)
 from nnunet_breast.trainers.transforms import INTENSITY_TRANSFORMS as RAW_HU_UNSAFE_TRANSFORMS
 
 PATCH = [32, 64, 64]
@@ -162,8 +167,8 @@ def test_wrong_channel_count_raises(trainer, n_channels):
 
 
 def test_class_names_do_not_clash_with_nnunet():
-    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
     import nnunetv2
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
     for trainer in VARIANTS:
         found = recursive_find_python_class(f"{nnunetv2.__path__[0]}/training/nnUNetTrainer", trainer.__name__,

@@ -1,7 +1,6 @@
 """Tests for nnunet_breast.structures.contours: scanline rasteriser vs brute force, exact mask round trips."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from scipy import ndimage

@@ -10,10 +10,11 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from nnunet_breast.structures.contours import polygon_area
 from nnunet_breast.dataset_conversion.dataset import ConversionError, ConvertOptions, convert
 from nnunet_breast.dataset_conversion.rasterise import ContourError, rasterise_roi
 from nnunet_breast.dicom.rtstruct import RoiContours, read_rtstruct
+from nnunet_breast.structures.catalog import BREAST_STRUCTURES
+from nnunet_breast.structures.contours import polygon_area
 from nnunet_breast.structures.regions import OverlapEncoding
 from nnunet_breast.synth.cohort import make_case
 from nnunet_breast.synth.export import patient_id
@@ -25,10 +26,6 @@ def digest(folder: Path) -> str:
         if f.is_file():
             h.update(f.relative_to(folder).as_posix().encode() + f.read_bytes())
     return h.hexdigest()
-
-
-def dice(a, b):
-    return 2 * (a & b).sum() / max(1, a.sum() + b.sum())
 
 
 def opts(cohort, src, raw, dataset_id=501, **kw):
@@ -51,12 +48,12 @@ def test_breast_masks_match_ground_truth(breast_dataset):
     table = rows(ds)
     assert len(breast_dataset.converted) == 5 and not breast_dataset.failed
     for i in range(5):
-        case = make_case("breast", i, seed=0)
+        case = make_case("breast", i, seed=0, labels="full")
         row = table[patient_id(case)]
         masks = decoded(ds, row["case_id"])
         assert set(masks) == set(case.masks)
-        for name, truth in case.masks.items():
-            assert dice(masks[name], truth) >= 0.99, name
+        for name, truth in case.masks.items():   # contours -> masks is exact (centre-inside, even-odd)
+            np.testing.assert_array_equal(masks[name], truth, err_msg=name)
         img = sitk.ReadImage(str(ds / "imagesTr" / f"{row['case_id']}_0000.nii.gz"))
         np.testing.assert_allclose(img.GetOrigin(), case.grid.origin, atol=1e-3)
         np.testing.assert_array_equal(sitk.GetArrayFromImage(img), case.hu)
@@ -77,20 +74,177 @@ def test_overlap_is_encoded_losslessly_as_regions(breast_dataset):
     assert both in labels["CTVn_L4_L"] and both in labels["CTVn_SCL_L"]
 
 
-def test_volumes_match_polygon_areas(breast_export):
-    case = make_case("breast", 0, seed=0)
-    folder = breast_export / patient_id(case)
-    _, rois = read_rtstruct(next(folder.glob("RS.*.dcm")))
-    voxel = np.prod(case.grid.spacing)
-    from nnunet_breast.structures.catalog import match_name
-    for roi in rois:
-        name = match_name(roi.name)
-        if name not in ("Heart", "Lung_L", "Lung_R", "CTVp_breast_L", "CTVp_breast_R"):
-            continue
-        polygon_volume = 0.0
-        for _, pts in roi.contours:   # no holes in these organs: sum of areas x slice thickness
-            polygon_volume += polygon_area(pts[:, :2]) * case.grid.spacing[2]
-        assert abs(case.masks[name].sum() * voxel - polygon_volume) / polygon_volume < 0.02, name
+def test_every_contour_hugs_its_voxels_within_half_a_pixel(breast_export):
+    """The exported polygons are the tightest the rasterisation allows, for every structure (holes too): a contour
+    runs through the midpoints between pixel centres (marching squares at 0.5), so it cuts an eighth of a pixel
+    off each corner of the staircase around the pixels it encloses, and a closed staircase has four more outward
+    than inward corners: area = enclosed pixel centres - 1/2 pixel, exactly, but for the file's coordinates
+    rounded to 0.001 mm (each vertex off by <= 0.0005 * sqrt(2) mm: the area by <= that times the perimeter).
+    Polygons up to a pixel larger would still reproduce the masks."""
+    from nnunet_breast.structures.contours import polygons_to_mask
+
+    for i in range(3):
+        case = make_case("breast", i, seed=0, labels="full")
+        folder = breast_export / patient_id(case)
+        _, rois = read_rtstruct(next(folder.glob("RS.*.dcm")))
+        (sx, sy, _), (ox, oy, _) = case.grid.spacing, case.grid.origin
+        shape = case.grid.shape[1:]
+        assert len(rois) == 20
+        for roi in rois:
+            assert roi.contours, roi.name
+            for _, pts in roi.contours:
+                xy = np.c_[(pts[:, 0] - ox) / sx, (pts[:, 1] - oy) / sy]      # pixel index coordinates
+                enclosed = int(polygons_to_mask([xy], shape).sum())
+                perimeter = np.linalg.norm(pts[:, :2] - np.roll(pts[:, :2], -1, axis=0), axis=1).sum()
+                error = abs(polygon_area(pts[:, :2]) - (enclosed - 0.5) * sx * sy)        # mm^2
+                assert error <= perimeter * 0.0005 * np.sqrt(2) + 1e-9, (roi.name, float(pts[0, 2]), error)
+
+
+# ---- the annotation record: dataset.json says per case which structures it annotates ----
+
+def annotated(dataset: Path) -> dict[str, list[str]]:
+    return json.loads((dataset / "dataset.json").read_text())["nnunet_breast"]["annotated"]
+
+
+def case_ids(dataset: Path) -> list[str]:
+    """nnU-Net's case identifiers: the image file stems without _0000."""
+    return sorted(f.name[: -len("_0000.nii.gz")] for f in (dataset / "imagesTr").glob("*_0000.nii.gz"))
+
+
+def test_full_labels_annotate_every_structure_of_every_case(breast_dataset):
+    ds = breast_dataset.dataset_dir
+    record = annotated(ds)
+    assert sorted(record) == case_ids(ds) == sorted(breast_dataset.converted)
+    assert all(names == list(BREAST_STRUCTURES) for names in record.values())
+
+
+@pytest.fixture(scope="module")
+def clinical_dataset(breast_clinical_export, tmp_path_factory):
+    raw = tmp_path_factory.mktemp("raw_clinical")
+    return convert(opts("breast", breast_clinical_export, raw, 503, name="Clinical"), progress=False)
+
+
+def test_clinical_export_records_what_each_case_annotates(clinical_dataset):
+    ds = clinical_dataset.dataset_dir
+    record, table = annotated(ds), rows(ds)
+    info = json.loads((ds / "dataset.json").read_text())
+    assert len(clinical_dataset.converted) == 6 and not clinical_dataset.failed
+    assert sorted(record) == case_ids(ds) and info["numTraining"] == 6
+    assert len(info["labels"]) == 21          # every structure keeps its output channel, annotated or not
+    for i in range(6):
+        case = make_case("breast", i, seed=0, labels="clinical")
+        row = table[patient_id(case)]
+        cid = row["case_id"]
+        assert record[cid] == [n for n in BREAST_STRUCTURES if n in case.masks]
+        missing = set(row["structures_missing"].split(";"))
+        assert record[cid] == [n for n in BREAST_STRUCTURES if n not in missing]
+        assert row["structures_present"].split(";") == record[cid]
+        masks = decoded(ds, cid)
+        for name in BREAST_STRUCTURES:
+            if name in case.masks:
+                np.testing.assert_array_equal(masks[name], case.masks[name], err_msg=name)
+            else:                              # written as background: what the trainer must not learn from
+                assert not masks[name].any(), name
+        assert row["side"] == case.side        # the only breast CTV's side
+
+
+def _zero_voxel_and_placeholder_rois(folder: Path, case) -> None:
+    """CTVp_breast_R contoured by a sliver between pixel centres; CTVn_IMN_L declared without any contour."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    rs_file = next(folder.glob("RS.*.dcm"))
+    rs = pydicom.dcmread(rs_file)
+    (sx, sy, sz), (ox, oy, oz) = case.grid.spacing, case.grid.origin
+    z = oz + 10 * sz
+    sliver = [(ox + (40 + dx) * sx, oy + (40 + dy) * sy, z) for dx, dy in ((0.1, 0.1), (0.4, 0.1), (0.2, 0.4))]
+    frame = rs.StructureSetROISequence[0].ReferencedFrameOfReferenceUID
+    for number, name in ((101, "CTV_Breast_R"), (102, "CTV_IMN_L")):
+        roi = Dataset()
+        roi.ROINumber, roi.ROIName, roi.ROIGenerationAlgorithm = number, name, "MANUAL"
+        roi.ReferencedFrameOfReferenceUID = frame
+        rs.StructureSetROISequence.append(roi)
+    contour = Dataset()
+    contour.ContourGeometricType, contour.NumberOfContourPoints = "CLOSED_PLANAR", 3
+    contour.ContourData = [f"{v:.4f}" for p in sliver for v in p]
+    rc = Dataset()
+    rc.ReferencedROINumber, rc.ROIDisplayColor, rc.ContourSequence = 101, [255, 105, 180], Sequence([contour])
+    rs.ROIContourSequence.append(rc)
+    rs.save_as(rs_file)
+
+
+def test_contoured_but_empty_is_annotated_a_placeholder_roi_is_not(breast_clinical_export, tmp_path):
+    case = make_case("breast", 1, seed=0, labels="clinical")
+    assert case.side == "L" and "CTVp_breast_R" not in case.masks and "CTVn_IMN_L" not in case.masks
+    src = tmp_path / "export"
+    shutil.copytree(breast_clinical_export / patient_id(case), src / patient_id(case))
+    _zero_voxel_and_placeholder_rois(src / patient_id(case), case)
+    report = convert(opts("breast", src, tmp_path / "raw"), progress=False)
+    (cid,) = report.converted
+    names = annotated(report.dataset_dir)[cid]
+    assert "CTVp_breast_R" in names and "CTVn_IMN_L" not in names
+    assert names == [n for n in BREAST_STRUCTURES if n in case.masks or n == "CTVp_breast_R"]
+    assert not decoded(report.dataset_dir, cid)["CTVp_breast_R"].any()
+    assert sorted(report.cases[cid]["empty_rois"]) == ["CTV_Breast_R", "CTV_IMN_L"]   # both reported
+    row = rows(report.dataset_dir)[patient_id(case)]
+    assert "CTVn_IMN_L" in row["structures_missing"] and "CTVp_breast_R" in row["structures_present"]
+    assert row["side"] == "L"                 # the side comes from the breast CTV with voxels
+
+
+def test_incremental_conversion_keeps_and_drops_records(breast_clinical_export, tmp_path):
+    src, raw = tmp_path / "export", tmp_path / "raw"
+    patients = sorted(p.name for p in breast_clinical_export.iterdir() if p.is_dir())
+    for pid in patients[:4]:
+        shutil.copytree(breast_clinical_export / pid, src / pid)
+    first = convert(opts("breast", src, raw), progress=False)
+    ds = first.dataset_dir
+    before = annotated(ds)
+    assert sorted(before) == case_ids(ds) and len(before) == 4
+    for pid in patients[4:]:                                  # two new patients arrive
+        shutil.copytree(breast_clinical_export / pid, src / pid)
+    second = convert(opts("breast", src, raw), progress=False)
+    assert len(second.converted) == 2 and sum(r["status"] == "skipped" for r in second.cases.values()) == 4
+    after = annotated(ds)
+    assert sorted(after) == case_ids(ds) and len(after) == 6
+    assert {c: after[c] for c in before} == before            # cases not reconverted keep their record
+    patient_of = {r["case_id"]: r["patient_id"] for r in rows(ds).values()}
+    for c in second.converted:
+        truth = make_case("breast", int(patient_of[c].split("-")[-1]), seed=0, labels="clinical")
+        assert after[c] == [n for n in BREAST_STRUCTURES if n in truth.masks]
+    # a case removed from the dataset (and from the export) loses its row and its record
+    gone = first.converted[0]
+    (ds / "labelsTr" / f"{gone}.nii.gz").unlink()
+    (ds / "imagesTr" / f"{gone}_0000.nii.gz").unlink()
+    shutil.rmtree(src / patient_of[gone])
+    third = convert(opts("breast", src, raw), progress=False)
+    assert not third.converted and gone not in annotated(ds)
+    assert sorted(annotated(ds)) == case_ids(ds) and len(case_ids(ds)) == 5
+    assert json.loads((ds / "dataset.json").read_text())["numTraining"] == 5 and len(rows(ds)) == 5
+    assert any(gone in d and "dropped" in d for d in third.decisions)
+    # a dataset converted before the record existed: the record is rebuilt from cohort.csv
+    info = json.loads((ds / "dataset.json").read_text())
+    kept = info["nnunet_breast"].pop("annotated")
+    (ds / "dataset.json").write_text(json.dumps(info))
+    convert(opts("breast", src, raw), progress=False)
+    assert annotated(ds) == kept
+
+
+def test_mapping_to_a_name_outside_the_catalog_is_refused_in_one_line(breast_clinical_export, tmp_path,
+                                                                     nnunet_dirs, capsys):
+    from nnunet_breast import cli
+    from nnunet_breast.errors import UserError
+
+    with pytest.raises(UserError, match="'Hart'.*not a catalog structure"):
+        convert(opts("breast", breast_clinical_export, tmp_path / "raw", mapping={"Heart muscle": "Hart"}),
+                progress=False)
+    assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())   # refused before writing
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"Lt Breast": "CTVp_breast_L", "Cor": "Heart muscle"}))
+    code = cli.main(["convert", "breast", "-i", str(breast_clinical_export), "-d", "504", "--mapping", str(mapping),
+                     "-np", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "'Heart muscle'" in err
+    assert not list(Path(nnunet_dirs["nnUNet_raw"]).iterdir())
 
 
 def _grid(n=40, spacing=(1.0, 1.0, 3.0)):
@@ -126,6 +280,7 @@ def test_clip_dataset_with_body_mask(clips_export, tmp_path):
     ds = report.dataset_dir
     info = json.loads((ds / "dataset.json").read_text())
     assert info["labels"] == {"background": 0, "Clips": 1} and "regions_class_order" not in info
+    assert info["nnunet_breast"]["annotated"] == {c: ["Clips"] for c in case_ids(ds)} and len(case_ids(ds)) == 3
     assert info["channel_names"] == {"0": "noNorm"}      # raw HU for the clip networks' input layer
     table = rows(ds)
     for i in range(3):
@@ -159,6 +314,7 @@ def test_nifti_input_layout(tmp_path):
     for name in ("Heart", "Lung_L", "CTVn_L4_L"):
         np.testing.assert_array_equal(masks[name], case.masks[name])
     assert "Lung_R" in rows(report.dataset_dir)["patient4"]["structures_missing"]
+    assert annotated(report.dataset_dir) == {cid: ["CTVn_L4_L", "Heart", "Lung_L"]}   # the masks given, catalog order
 
 
 def test_rerun_is_safe_and_clashes_are_refused(clips_export, tmp_path):
@@ -172,7 +328,7 @@ def test_rerun_is_safe_and_clashes_are_refused(clips_export, tmp_path):
     assert again.converted == [victim]
     assert sorted(c for c, r in again.cases.items() if r["status"] == "skipped") == sorted(first.converted[1:])
     assert any("interrupted" in d for d in again.decisions)
-    assert len(rows(ds)) == 3
+    assert len(rows(ds)) == 3 and sorted(annotated(ds)) == case_ids(ds) == sorted(first.converted)
     redo = convert(opts("clips", clips_export, raw, 502, redo=True), progress=False)
     assert sorted(redo.converted) == sorted(first.converted)
     with pytest.raises(ConversionError, match="other content"):

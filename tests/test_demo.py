@@ -12,9 +12,9 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from nnunet_breast.structures import catalog
 from nnunet_breast.env import child_environ
 from nnunet_breast.inference.inputs import load_inputs
+from nnunet_breast.structures import catalog
 
 TINY_EFFNET = "nnUNetTrainerEffNetB0QuickCPU"
 

@@ -171,3 +171,16 @@ def test_rtdose_without_ct_is_skipped(export):
     found = run(export)
     assert pair_of(found, "SYN-BR-000").rtdose == []
     assert any(p == rd and "matches no CT series" in why for p, why in found.skipped)
+
+
+def test_find_ct_series_lists_files_per_series_or_says_what_is_there(export, tmp_path):
+    from nnunet_breast.dataset_conversion.discovery import NoCTSeriesError, find_ct_series
+
+    series = find_ct_series(export / "SYN-BR-001")
+    assert len(series) == 1 and series[0].patient_id == "SYN-BR-001"
+    assert series[0].files == sorted((export / "SYN-BR-001").glob("CT.*.dcm"))
+    only_rs = tmp_path / "only_rs"
+    only_rs.mkdir()
+    shutil.copy(next((export / "SYN-BR-001").glob("RS.*.dcm")), only_rs)
+    with pytest.raises(NoCTSeriesError, match="no CT series found"):
+        find_ct_series(only_rs)

@@ -17,10 +17,10 @@ import pytest
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
-from nnunet_breast.cli import UserError
 from nnunet_breast.commands import dvh as dvh_cmd
 from nnunet_breast.dicom.rtdose import write_rtdose
-from nnunet_breast.evaluation import dvh
+from nnunet_breast.errors import UserError
+from nnunet_breast.evaluation import dvh, dvh_table
 from nnunet_breast.synth.cohort import make_case
 
 FRAME = "1.2.826.0.1.3680043.8.498.1"
@@ -55,7 +55,8 @@ def test_d_cc_and_v_gy_definitions():
     # cumulative volume first reaching or exceeding 0.025 cc is at the third voxel too
     assert dvh.d_cc(doses, 0.01, 0.025) == 8.0
     assert dvh.d_cc(doses, 0.01, 0.005) == 10.0           # less than a voxel: the hottest voxel
-    assert dvh.d_cc(doses, 0.01, 1.0) == 6.0              # structure smaller than 1 cc: its minimum
+    assert dvh.d_cc(doses, 0.01, 0.05) == 6.0             # exactly the structure's volume: its minimum
+    assert dvh.d_cc(doses, 0.01, 1.0) == 0.0              # structure smaller than 1 cc: 0 Gy (dicompyler-core)
     assert math.isnan(dvh.d_cc(np.array([]), 0.01, 0.03))
     # 0.03 / 0.003 is 10.000000000000002 in floating point: still exactly 10 voxels
     assert dvh.d_cc(np.arange(20.0, 0.0, -1.0), 0.003, 0.03) == 11.0
@@ -63,6 +64,19 @@ def test_d_cc_and_v_gy_definitions():
     assert dvh.v_gy(doses, 0.01, 8.0, percent=True) == pytest.approx(60.0)
     assert math.isnan(dvh.v_gy(np.array([]), 0.01, 5.0, percent=True))
     assert math.isnan(dvh.mean_dose(np.array([])))
+
+
+def test_d_cc_of_a_structure_smaller_than_x_cc_is_zero_as_dicompyler_core():
+    """dicompyler-core's DVH.dose_constraint returns 0 dose when the volume asked for exceeds the structure's."""
+    shape, spacing = (12, 20, 20), (1.0, 1.0, 2.0)        # voxel 0.002 cc
+    cube = _box(shape, slice(5, 15), slice(5, 15), slice(3, 8))   # 500 voxels = 1.0 cc
+    dose = np.broadcast_to(np.arange(shape[2], dtype=np.float32)[None, None, :], shape)   # x index in Gy
+    values = dose[cube]
+    assert dvh.d_cc(values, 0.002, 2.0) == 0.0            # D2cc of a 1 cc structure
+    assert dvh.d_cc(values, 0.002, 1.0) == 5.0            # D1cc: the whole structure, its minimum (x = 5)
+    assert dvh.d_cc(values, 0.002, 0.5) == 10.0           # D0.5cc: the 250 hottest voxels, x = 10..14
+    p = dvh.breast_dvh_parameters(dose, {"SpinalCord": cube & (np.arange(shape[2]) >= 10)}, spacing, "L")
+    assert p["spinalcord_d1cc_gy"] == 0.0                 # a 0.5 cc cord has no 1 cc: 0 Gy
 
 
 def test_uniform_dose_over_a_cube():
@@ -183,7 +197,7 @@ def _case_files(folder: Path) -> tuple[Path, Path]:
 
 def _read_ct(folder: Path):
     from nnunet_breast.dicom.ct_reader import read_ct_series
-    return read_ct_series(dvh_cmd.ct_files(folder))
+    return read_ct_series(dvh_table.ct_files(folder))
 
 
 def _run(argv: list[str]) -> int:
@@ -274,7 +288,7 @@ def test_cli_manual_equals_auto_then_second_case(breast_export, tmp_path, capsys
                  "-o", str(out), "--case-id", "case1"]) == 0
     rows = _case_rows(out)
     assert len(rows) == 18
-    diffs = {r["parameter"]: dvh_cmd._parse(r["abs_diff"]) for r in rows if r["case_id"] == "case1"}
+    diffs = {r["parameter"]: dvh_table._parse(r["abs_diff"]) for r in rows if r["case_id"] == "case1"}
     assert diffs["heart_mean_gy"] > 0
     for key in ("ipsi_lung_mean_gy", "ipsi_lung_v20gy_pct", "contra_lung_mean_gy", "spinalcord_d1cc_gy"):
         assert diffs[key] == 0.0, key
@@ -307,7 +321,7 @@ def test_cli_refusals_exit_2(breast_export, tmp_path, monkeypatch, capsys):
                      "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "FrameOfReferenceUID" in err and len(err.strip().splitlines()) == 1
-    with pytest.raises(UserError, match="no CT slices"):
+    with pytest.raises(UserError, match="no CT series"):
         _run(["--ct", str(tmp_path), "--rtdose", str(rd), "--manual", str(rs), "--auto", str(rs),
               "-o", str(tmp_path / "o")])
     with pytest.raises(UserError, match="not found"):

@@ -15,8 +15,9 @@ TRAINER = "nnUNetTrainerEffNetB0Tiny_2epochs"
 
 
 @pytest.fixture(scope="module")
-def planned(breast_export, tmp_path_factory):
-    """Converted + stock-planned + `nnunet-breast plan`ned dataset 501 (module scope: one set of folders)."""
+def planned(breast_clinical_export, tmp_path_factory):
+    """Converted + stock-planned + `nnunet-breast plan`ned dataset 501 (module scope: one set of folders), from a
+    cohort exported as clinics do: treated side only, per-case nodal levels, some OARs missing."""
     import os
     import subprocess
     import sys
@@ -35,7 +36,7 @@ def planned(breast_export, tmp_path_factory):
         assert r.returncode == 0, (cmd, r.stdout[-3000:], r.stderr[-3000:])
         return r
 
-    run("nnunet-breast", "convert", "breast", "--input", breast_export, "--dataset-id", "501", "-np", "1")
+    run("nnunet-breast", "convert", "breast", "--input", breast_clinical_export, "--dataset-id", "501", "-np", "1")
     run("nnUNetv2_plan_and_preprocess", "-d", "501", "-c", "3d_fullres", "-np", "1")
     run("nnunet-breast", "plan", "-d", "501", "--gpu-memory-gb", "8")
     return {"dirs": dirs, "run": run, "environ": environ}
@@ -62,12 +63,17 @@ def test_plans_hold_our_configurations(planned):
     norm = CTNormalization(use_mask_for_norm=False,
                            intensityproperties=paper.foreground_intensity_properties_per_channel["0"])
     out = norm.run(np.array([-1000.0, -160.0, 40.0, 240.0, 3000.0]))
-    np.testing.assert_allclose(out, [-1, -1, 0, 1, 1])
+    np.testing.assert_allclose(out, [0, 0, 0.5, 1, 1])                 # the paper's [0, 1]: padding 0 = -160 HU
+
+
+def test_stock_nnunet_builds_every_configuration_we_plan(planned, stock_builds):
+    pre = planned["dirs"]["nnUNet_preprocessed"] / "Dataset501_BreastRT"
+    assert sorted(stock_builds(pre)) == sorted([planning.EFFNET_CONFIG, planning.PAPER_CONFIG])
 
 
 def test_plan_refuses_without_stock_plans(run_cli, nnunet_dirs):
     r = run_cli(["nnunet-breast", "plan", "-d", "777"])
-    assert r.returncode != 0
+    assert r.returncode == 2 and "777" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_five_folds_find_best_and_predict(planned, tmp_path):
@@ -83,6 +89,12 @@ def test_five_folds_find_best_and_predict(planned, tmp_path):
     results = planned["dirs"]["nnUNet_results"] / "Dataset501_BreastRT"
     model = results / f"{TRAINER}__nnUNetPlans__{planning.EFFNET_CONFIG}"
     assert all((model / f"fold_{f}" / "checkpoint_final.pth").is_file() for f in range(5))
+    # the clinical-data rules ran inside stock nnUNetv2_train: partial labels, no left-right mirroring
+    log = next((model / "fold_0").glob("training_log_*.txt")).read_text()
+    assert "partial labels: " in log and "cases lack some structure" in log
+    plans = json.loads((planned["dirs"]["nnUNet_preprocessed"] / "Dataset501_BreastRT" / "nnUNetPlans.json").read_text())
+    lr_axis = plans["transpose_forward"].index(2)            # identity directions: SimpleITK x = numpy axis 2
+    assert f"no mirroring along axes [{lr_axis}]" in log
     run("nnUNetv2_find_best_configuration", "501", "-c", planning.EFFNET_CONFIG, "-tr", TRAINER,
         "--disable_ensembling", "-np", "1")
     instructions = (results / "inference_instructions.txt").read_text()

@@ -18,17 +18,11 @@ import numpy as np
 import pytest
 from skimage import measure
 
-from nnunet_breast.evaluation import metrics as M
+from nnunet_breast.evaluation import surface as M
 from nnunet_breast.evaluation.clip_detection import detect_clips
-from nnunet_breast.evaluation.metrics import (
-    EMPTY_POLICY,
-    StructureMetrics,
-    compute_surface_distances,
-    evaluate_case,
-    structure_metrics,
-    summarize,
-    surfel_area_table,
-)
+from nnunet_breast.evaluation.metrics import (EMPTY_POLICY, StructureMetrics, evaluate_case, is_evaluated,
+                                              structure_metrics, summarize)
+from nnunet_breast.evaluation.surface import compute_surface_distances, surfel_area_table
 
 CORNERS = [(dz, dy, dx) for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)]   # bit = 4dz + 2dy + dx
 
@@ -342,27 +336,47 @@ def test_random_masks_match_brute_force(seed):
 # ------------------------------------------------------------------------------------------------
 
 def test_empty_policy():
-    assert "NaN" in EMPTY_POLICY
+    assert "NaN" in EMPTY_POLICY and "not evaluated" in EMPTY_POLICY.lower() and "treated" in EMPTY_POLICY
     z = np.zeros((4, 5, 6), bool)
     m = z.copy()
     m[1:3, 1:3, 1:3] = True
     sp = (2.0, 1.0, 1.0)
+    # empty reference: not contoured in this case -> not evaluated, every score NaN (never DSC 1 or 0)
     both = structure_metrics(z, z, sp)
-    assert both.empty == "both" and both.dsc == 1.0 and both.surface_dice == 1.0
+    assert both.empty == "both" and not both.evaluated
+    assert math.isnan(both.dsc) and math.isnan(both.surface_dice)
     assert both.volume_ref_cc == 0.0 and both.volume_pred_cc == 0.0
-    for name, ref, pred, vol_field in (("ref", z, m, "volume_pred_cc"), ("pred", m, z, "volume_ref_cc")):
-        r = structure_metrics(ref, pred, sp)
-        assert r.empty == name and r.dsc == 0.0 and r.surface_dice == 0.0
-        assert getattr(r, vol_field) == pytest.approx(8 * 2.0 / 1000)
-    for r in (both, structure_metrics(z, m, sp), structure_metrics(m, z, sp)):
+    ref_empty = structure_metrics(z, m, sp)
+    assert ref_empty.empty == "ref" and not ref_empty.evaluated
+    assert math.isnan(ref_empty.dsc) and math.isnan(ref_empty.surface_dice)
+    assert ref_empty.volume_pred_cc == pytest.approx(8 * 2.0 / 1000)          # the prediction's volume stays
+    assert ref_empty.volume_diff_cc == pytest.approx(8 * 2.0 / 1000)
+    # reference present, prediction empty: scored as a miss
+    pred_empty = structure_metrics(m, z, sp)
+    assert pred_empty.empty == "pred" and pred_empty.evaluated
+    assert pred_empty.dsc == 0.0 and pred_empty.surface_dice == 0.0
+    assert pred_empty.volume_ref_cc == pytest.approx(8 * 2.0 / 1000)
+    for r in (both, ref_empty, pred_empty):
         for f in ("hd95", "hd", "assd", "asd_ref_to_pred", "asd_pred_to_ref"):
             assert math.isnan(getattr(r, f)), f
+    assert both.as_dict()["evaluated"] is False and pred_empty.as_dict()["evaluated"] is True
+    assert structure_metrics(m, m, sp).evaluated
     # the raw distances: the empty side has no surfels, the other side is infinitely far
     sd = compute_surface_distances(m, z, sp)
     assert len(sd.areas_pred) == 0 and np.all(np.isinf(sd.distances_ref_to_pred))
     assert math.isnan(sd.hausdorff(95)) and math.isnan(sd.average_distances()[0])
     assert sd.surface_dice(2.0) == 0.0
     assert math.isnan(compute_surface_distances(z, z, sp).surface_dice(2.0))
+
+
+def test_is_evaluated_reads_metrics_csv_rows():
+    assert is_evaluated({"evaluated": "True", "empty": ""}) and not is_evaluated({"evaluated": "False", "empty": "ref"})
+    assert is_evaluated({"evaluated": True}) and not is_evaluated({"evaluated": False})
+    # a metrics.csv from before the column: derived from `empty` (its both-empty rows held DSC 1)
+    assert is_evaluated({"empty": "pred", "dsc": "0.0"}) and is_evaluated({"empty": ""})
+    assert not is_evaluated({"empty": "both", "dsc": "1.0"}) and not is_evaluated({"empty": "ref"})
+    with pytest.raises(ValueError):
+        is_evaluated({"evaluated": "maybe"})
 
 
 def test_volumes_use_spacing():
@@ -400,11 +414,34 @@ def test_evaluate_case_and_summarize():
     assert list(res) == ["Heart", "Lung_L", "Esophagus"]
     assert res["Heart"].hd == 1.0
     assert res["Lung_L"].empty == "pred" and res["Esophagus"].empty == "both"
-    s = summarize(res.values())
-    assert (s["n"], s["n_empty"], s["n_both_empty"]) == (3, 1, 1)
-    assert s["hd_n"] == 1 and s["hd_mean"] == 1.0          # NaN distances left out
-    assert s["dsc_n"] == 3
     assert isinstance(res["Heart"], StructureMetrics) and res["Heart"].as_dict()["empty"] == ""
+
+
+def test_summarize_leaves_not_evaluated_rows_out():
+    """One structure over five cases of a single-side clinical export: contoured in three, not in two."""
+    shape, sp = (6, 8, 8), (3.0, 1.0, 1.0)
+    a = np.zeros(shape, bool)
+    a[1:4, 2:5, 2:5] = True                                   # 27 voxels, 0.081 cc
+    z = np.zeros(shape, bool)
+    rows = [structure_metrics(a, a, sp),                       # DSC 1
+            structure_metrics(a, np.roll(a, 1, axis=2), sp),   # DSC 2/3, HD 1 mm
+            structure_metrics(a, z, sp),                       # missed: DSC 0, distances NaN
+            structure_metrics(z, z, sp),                       # not contoured, not predicted
+            structure_metrics(z, a, sp)]                       # not contoured, predicted
+    s = summarize(rows)
+    assert (s["n"], s["n_evaluated"], s["n_not_evaluated"]) == (5, 3, 2)
+    assert (s["n_not_evaluated_predicted"], s["n_pred_empty"]) == (1, 1)
+    assert s["dsc_n"] == 3 and s["dsc_mean"] == pytest.approx((1 + 2 / 3 + 0) / 3)   # no DSC 1 for case 4
+    assert s["surface_dice_n"] == 3
+    assert s["hd_n"] == 2 and s["hd_mean"] == pytest.approx(0.5)
+    # every statistic over the evaluated cases: the not-contoured cases' 0 cc do not lower the volume
+    assert s["volume_ref_cc_n"] == 3 and s["volume_ref_cc_mean"] == pytest.approx(0.081)
+    assert s["volume_pred_cc_n"] == 3 and s["volume_pred_cc_mean"] == pytest.approx(0.054)
+    assert rows[4].volume_pred_cc == pytest.approx(0.081)      # ...while the row keeps the prediction's volume
+    # nothing evaluated: NaN statistics, counted, no warning
+    none = summarize(rows[3:])
+    assert (none["n_evaluated"], none["n_not_evaluated"], none["dsc_n"]) == (0, 2, 0)
+    assert math.isnan(none["dsc_mean"]) and math.isnan(none["volume_pred_cc_mean"])
 
 
 def test_weighted_percentile_edges():
@@ -482,3 +519,64 @@ def test_clip_detection_tolerance_and_one_to_one():
     assert detect_clips(z, z, sp).counts == (0, 0, 0)
     assert detect_clips(ref, z, sp).counts == (0, 1, 0)
     assert detect_clips(z, ref, sp).counts == (0, 0, 1)
+
+
+def test_clip_score_is_metrics_plus_detection():
+    from nnunet_breast.evaluation.clip_scores import CLIP_SCORE_COLUMNS, score_clip_mask, summarise_clip_scores
+
+    sp = (2.0, 1.0, 1.0)
+    ref, pred = np.zeros((2, 20, 40, 40), bool)
+    for z, y, x in ((3, 5, 5), (10, 20, 20)):
+        _clip(ref, z, y, x)
+    for z, y, x in ((3, 5, 5), (11, 20, 20), (5, 32, 32)):   # exact, one slice deeper (2 mm), a false clip
+        _clip(pred, z, y, x)
+    s = score_clip_mask("c1", ref, pred, sp)
+    m = structure_metrics(ref, pred, sp)
+    assert list(s.as_dict()) == CLIP_SCORE_COLUMNS
+    assert (s.dsc, s.hd95_mm, s.assd_mm) == (m.dsc, m.hd95, m.assd)
+    assert (s.clips_found, s.clips_missed, s.clips_false) == (2, 0, 1)
+    assert s.centroid_error_mm_mean == pytest.approx(1.0)
+    assert score_clip_mask("c1", ref, pred, sp, metrics=m) == s
+    assert math.isnan(score_clip_mask("c2", ref, np.zeros_like(ref), sp).centroid_error_mm_mean)
+    total = summarise_clip_scores([s, score_clip_mask("c2", ref, np.zeros_like(ref), sp)])
+    assert (total["clips_found"], total["clips_missed"], total["clips_false"]) == (2, 2, 1)
+    assert total["dsc_mean"] == pytest.approx(m.dsc / 2) and total["hd95_mm_mean"] == pytest.approx(m.hd95)
+    assert (total["n_cases"], total["n_not_evaluated"]) == (2, 0)
+
+
+def test_clip_score_without_reference_clip_counts_false_clips():
+    """A clip-cohort CT without clips: DSC not evaluated (NaN), but every predicted clip is a false clip."""
+    from nnunet_breast.evaluation.clip_scores import score_clip_mask, summarise_clip_scores
+
+    sp = (2.0, 1.0, 1.0)
+    ref, pred, none = np.zeros((3, 20, 40, 40), bool)
+    _clip(ref, 3, 5, 5)
+    _clip(pred, 3, 5, 5)
+    for z, y, x in ((3, 5, 5), (10, 20, 20)):
+        _clip(none, z, y, x)
+    no_ref = score_clip_mask("c0", np.zeros_like(ref), none, sp)
+    assert (no_ref.clips_found, no_ref.clips_missed, no_ref.clips_false) == (0, 0, 2)
+    assert math.isnan(no_ref.dsc) and math.isnan(no_ref.hd95_mm) and math.isnan(no_ref.assd_mm)
+    quiet = score_clip_mask("c1", np.zeros_like(ref), np.zeros_like(ref), sp)    # nothing either side
+    assert quiet.clips_false == 0 and math.isnan(quiet.dsc)
+    hit = score_clip_mask("c2", ref, pred, sp)
+    total = summarise_clip_scores([no_ref, quiet, hit])
+    assert (total["n_cases"], total["n_not_evaluated"]) == (3, 2)
+    assert total["clips_false"] == 2 and total["clips_found"] == 1
+    assert total["dsc_mean"] == 1.0 and total["hd95_mm_mean"] == 0.0        # the NaN DSCs left out
+
+
+def test_label_components_connectivity_and_min_voxels():
+    from nnunet_breast.volumes.components import label_components
+
+    mask = np.zeros((5, 5, 5), bool)
+    mask[1, 1, 1] = mask[2, 2, 2] = True          # corner neighbours
+    mask[4, 4, 0:3] = True                        # a 3-voxel rod
+    labels, sizes = label_components(mask)
+    assert sizes.tolist() == [2, 3] and labels.max() == 2
+    labels, sizes = label_components(mask, connectivity=1)
+    assert sizes.tolist() == [1, 1, 3]
+    labels, sizes = label_components(mask, min_voxels=3)
+    assert sizes.tolist() == [3] and labels[1, 1, 1] == 0 and labels[4, 4, 0] == 1
+    plane = np.eye(3, dtype=bool)                 # 2D: 8-connectivity by default
+    assert label_components(plane)[1].tolist() == [3]

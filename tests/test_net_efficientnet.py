@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dynamic_network_architectures.building_blocks.regularization import DropPath, make_divisible
 from torch import nn
 
-from nnunet_breast.networks.blocks import ConvNormAct3d, MBConv3d, SqueezeExcite3d, StochasticDepth
-from nnunet_breast.networks.efficientnet import EfficientNetUNet3d, round_filters, scaled_stages
+from nnunet_breast.networks.blocks import ConvNormAct3d, MBConv3d, SqueezeExcite3d
+from nnunet_breast.networks.efficientnet import EfficientNetUNet3d, UNetDecoder3d, scaled_stages
 
 ARCH = "nnunet_breast.networks.efficientnet.EfficientNetUNet3d"
 ISO_STRIDES = [[1, 1, 1]] + [[2, 2, 2]] * 5
@@ -71,7 +72,7 @@ def test_b0_encoder_parameter_count_matches_table():
     blocks = [m for m in net.modules() if isinstance(m, MBConv3d)]
     assert len(blocks) == 16
     assert [m.drop_path_rate for m in blocks] == pytest.approx([0.2 * i / 16 for i in range(16)])  # linear
-    assert sum(isinstance(m.drop_path, StochasticDepth) for m in blocks) == 16 - 7  # residual blocks only
+    assert sum(isinstance(m.drop_path, DropPath) for m in blocks) == 16 - 7  # residual blocks only
     assert net.encoder.output_channels == [16, 16, 24, 40, 112, 320]
 
 
@@ -166,11 +167,14 @@ def test_depth_and_width_multipliers():
     # timm rounding (multiple of 8, +8 when rounding lost > 10 %), B3 stem 40
     assert [s.out_channels for s in scaled_stages(1.2, 1.4)] == [24, 32, 48, 96, 136, 232, 384]
     assert [s.repeats for s in scaled_stages(1.2, 1.4)] == [2, 3, 3, 5, 5, 6, 2]
-    assert round_filters(32, 1.2) == 40 and round_filters(16, 0.25) == 8 and round_filters(40, 0.25) == 16
+    assert make_divisible(32 * 1.2) == 40 and make_divisible(16 * 0.25) == 8 and make_divisible(40 * 0.25) == 16
+    assert b2.encoder.levels[1].conv_stem.out_channels == 32 and scaled_stages(1.2, 1.0)[0].out_channels == 24
+    with pytest.raises(ValueError, match="multipliers"):
+        scaled_stages(0.0, 1.0)
     # explicit multipliers override the variant
     custom = EfficientNetUNet3d(1, 2, ISO_STRIDES, ISO_KERNELS, variant="b3", width_multiplier=0.25,
                                 depth_multiplier=1.0)
-    assert count(custom) == 16 and custom.encoder.output_channels[-1] == round_filters(320, 0.25)
+    assert count(custom) == 16 and custom.encoder.output_channels[-1] == make_divisible(320 * 0.25) == 80
 
 
 def test_too_many_or_too_few_stages_raise():
@@ -209,6 +213,7 @@ def test_get_network_from_plans_json_round_trip():
     residual = [m for m in net.modules() if isinstance(m, MBConv3d) and m.has_residual]
     assert residual and all(torch.all(m.project.norm.weight == 0) for m in residual)
     assert torch.all(net.decoder.upsample[0].bias == 0)
+    assert isinstance(net.decoder, UNetDecoder3d)  # re-exported from efficientnet (lives in effnet_decoder)
     outs = net(torch.randn(1, 1, 16, 64, 64))
     assert len(outs) == 5 and outs[0].shape == (1, 5, 16, 64, 64)
 
@@ -273,14 +278,17 @@ def test_blocks():
     assert isinstance(dw.expand, nn.Identity) and dw.mid_channels == 8
     assert n_params(dw) == (8 * 27 + 16) + (8 * 2 + 2 + 2 * 8 + 8) + (8 * 8 + 16)
     assert SqueezeExcite3d(48, 2, 0.25).squeeze_channels == 1
-    # per-sample stochastic depth: whole samples dropped, survivors scaled, identity in eval
-    sd = StochasticDepth(0.5)
+    # per-sample stochastic depth (DNA's DropPath): whole samples dropped, survivors scaled, identity in eval
+    sd = res.drop_path
+    assert isinstance(sd, DropPath) and sd.drop_prob == 0.5 and isinstance(down.drop_path, nn.Identity)
     x = torch.ones(256, 2, 2, 2, 2)
     y = sd.train()(x)
     per_sample = y.flatten(1)
     assert torch.all((per_sample == 0).all(1) | (per_sample == 2).all(1))
     assert 0 < (per_sample[:, 0] == 0).sum() < 256
     assert torch.equal(sd.eval()(x), x)
+    with pytest.raises(ValueError, match="drop path"):
+        MBConv3d(16, 16, drop_path=1.0)
     block = ConvNormAct3d(2, 4, (1, 3, 3), (1, 2, 2), norm_op=None, nonlin=None)
     assert block.conv.bias is not None and block(torch.randn(1, 2, 3, 9, 9)).shape == (1, 4, 3, 5, 5)
     assert block.compute_conv_feature_map_size((3, 9, 9)) == 4 * 3 * 5 * 5

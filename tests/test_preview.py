@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from nnunet_breast.structures.catalog import BY_NAME
 from nnunet_breast.inference.preview import FALLBACK_COLOR, structure_color, write_preview
+from nnunet_breast.structures.catalog import BY_NAME
 
 SHAPE = (20, 40, 50)        # z, y, x
 SPACING = (3.0, 1.0, 1.0)   # mm: the z extent (60 mm) is longer than the y extent (40 mm)

@@ -14,12 +14,7 @@ import numpy as np
 import pytest
 
 from nnunet_breast.structures.catalog import BREAST_STRUCTURES
-from nnunet_breast.structures.regions import (
-    OverlapEncoding,
-    build_encoding,
-    combinations_present,
-    merge_encodings,
-)
+from nnunet_breast.structures.regions import OverlapEncoding, build_encoding, combinations_present, merge_encodings
 
 SCL, L4, BREAST, HEART, CORD, LUNG = "CTVn_SCL_L", "CTVn_L4_L", "CTVp_breast_L", "Heart", "SpinalCord", "Lung_L"
 STRUCTS = (BREAST, L4, SCL, HEART, LUNG, CORD)   # catalog order, so region order is the catalog's

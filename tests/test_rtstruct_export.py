@@ -9,13 +9,13 @@ import numpy as np
 import pydicom
 import pytest
 
-from nnunet_breast.structures import catalog
 from nnunet_breast.dataset_conversion.rasterise import rasterise_roi
 from nnunet_breast.dicom import rtstruct_export
 from nnunet_breast.dicom.common import RTSTRUCT_STORAGE
 from nnunet_breast.dicom.ct_reader import read_ct_series
 from nnunet_breast.dicom.rtstruct import read_rtstruct
 from nnunet_breast.dicom.rtstruct_export import PROPOSAL_PREFIX, export_rtstruct
+from nnunet_breast.structures import catalog
 from nnunet_breast.synth.cohort import make_case, write_cohort
 
 PROPOSAL = "CTV_TumorBed_proposal"

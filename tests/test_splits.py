@@ -9,12 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from nnunet_breast.dataset_conversion.splits import (
-    SPLITS_FILENAME,
-    strata_from_table,
-    stratified_splits,
-    write_splits,
-)
+from nnunet_breast.dataset_conversion.splits import SPLITS_FILENAME, strata_from_table, stratified_splits, write_splits
 
 COHORT_CSV = """case_id,site,contrast,laterality
 """ + "\n".join(
@@ -100,8 +95,8 @@ def test_strata_from_table_labels_and_errors():
 
 def test_write_splits_is_read_by_nnunet_do_split(cohort, tmp_path):
     """Run nnU-Net's own do_split (no trainer instance: a stand-in self) against the written file."""
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     ids, strata = cohort
     splits = stratified_splits(ids, strata)

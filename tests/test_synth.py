@@ -1,5 +1,6 @@
 """The synthetic cohorts read back as a TPS export would: geometry, references, determinism."""
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -7,8 +8,8 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from nnunet_breast.structures import catalog
 from nnunet_breast.cli import COMMANDS
+from nnunet_breast.structures import catalog
 from nnunet_breast.structures.contours import polygons_to_mask
 from nnunet_breast.synth.cohort import make_case, write_cohort
 from nnunet_breast.synth.export import patient_id
@@ -72,10 +73,9 @@ def test_ct_files_are_a_real_export(breast_export):
 
 
 def test_rtstruct_holds_all_20_structures_and_reproduces_the_masks(breast_export):
-    contrast_seen, sides = set(), set()
+    sides = set()
     for i in range(3):
-        case = make_case("breast", i, seed=0)
-        contrast_seen.add(case.contrast)
+        case = make_case("breast", i, seed=0, labels="full")
         sides.add(case.side)
         folder = breast_export / patient_id(case)
         rs = pydicom.dcmread(next(folder.glob("RS.*.dcm")))
@@ -102,7 +102,7 @@ def test_rtstruct_holds_all_20_structures_and_reproduces_the_masks(breast_export
             np.testing.assert_array_equal(mask, case.masks[matched.mapped[written]], err_msg=written)
         l4, scl = case.masks["CTVn_L4_L"], case.masks["CTVn_SCL_L"]
         assert (l4 & scl).sum() > 0.5 * l4.sum(), "CTVn_L4 should lie mostly inside CTVn_SCL (RTOG)"
-    assert contrast_seen == {True, False} or len(contrast_seen) == 1  # cohort-level variety is tested below
+    assert sides == {"L", "R"}, "full labels contour both sides whichever side is treated: check both kinds"
 
 
 def test_cohort_variety():
@@ -179,12 +179,92 @@ def _digest(folder: Path) -> str:
 def test_same_seed_same_bytes_other_seed_other_cases(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     write_cohort("clips", 2, a, seed=7, progress=False)
-    write_cohort("clips", 2, b, seed=7, progress=False, num_processes=2)    # parallel: the same files
+    # parallel: the same files; and the clip cohort is the same whatever --labels says
+    write_cohort("clips", 2, b, seed=7, progress=False, num_processes=2, labels="clinical")
     write_cohort("clips", 2, c, seed=8, progress=False)
     assert _digest(a) == _digest(b)
     assert _digest(a) != _digest(c)
-    # case k does not depend on how many cases are asked for
-    np.testing.assert_array_equal(make_case("clips", 1, 7).hu, make_case("clips", 1, 7).hu)
+
+
+def test_case_k_does_not_depend_on_n(breast_clinical_export, tmp_path, run_cli):
+    """Case 3 of `synth --n 4` (the CLI, default labels: clinical) is case 3 of a cohort of 6: same pixels, same
+    ROI names, same files."""
+    out = tmp_path / "n4"
+    r = run_cli(["nnunet-breast", "synth", "--cohort", "breast", "--n", "4", "--out", out, "--seed", "0"])
+    assert r.returncode == 0, r.stderr
+    assert "clinical labels" in r.stdout
+    assert json.loads((out / "synth_breast.json").read_text())["labels"] == "clinical"
+    small, large = out / "SYN-BR-003", breast_clinical_export / "SYN-BR-003"
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read_ct_with_sitk(small)),
+                                  sitk.GetArrayFromImage(read_ct_with_sitk(large)))
+    names = [[r.ROIName for r in pydicom.dcmread(next(f.glob("RS.*.dcm"))).StructureSetROISequence]
+             for f in (small, large)]
+    assert names[0] == names[1]
+    assert _digest(small) == _digest(large)
+    assert not (out / "SYN-BR-004").exists()
+
+
+def test_clinical_labels_contour_what_a_clinic_exports(breast_clinical_export):
+    """The treated side's CTVs for the case's nodal indication, the OARs but now and then thyroid or esophagus;
+    the masks are the full re-contouring's for those structures, and the CT is the same."""
+    from nnunet_breast.synth.cohort import ALWAYS_CONTOURED, NODAL_INDICATIONS, OAR_OMISSION
+
+    nodal = {name: set(ctvs) for name, _, ctvs in NODAL_INDICATIONS}
+    seen = {"indication": set(), "side": set(), "omitted": set()}
+    for i in range(6):
+        case = make_case("breast", i, seed=0, labels="clinical")
+        full = make_case("breast", i, seed=0, labels="full")
+        side, indication = case.side, case.meta["nodal_indication"]
+        np.testing.assert_array_equal(case.hu, full.hu)
+        np.testing.assert_array_equal(case.dose[1], full.dose[1])
+        assert (full.side, full.contrast, full.site) == (side, case.contrast, case.site)
+        expected = ({f"CTVp_breast_{side}"} | {f"{n}_{side}" for n in nodal[indication]} | set(ALWAYS_CONTOURED)
+                    | (set(OAR_OMISSION) - set(case.meta["omitted_oars"])))
+        assert set(case.masks) == expected, i
+        for name, mask in case.masks.items():
+            np.testing.assert_array_equal(mask, full.masks[name], err_msg=name)
+        # the RTSTRUCT holds exactly these, each spelt as a TPS would, and reproduces the masks
+        folder = breast_clinical_export / patient_id(case)
+        rs = pydicom.dcmread(next(folder.glob("RS.*.dcm")))
+        matched = catalog.match_names([r.ROIName for r in rs.StructureSetROISequence])
+        assert not matched.unknown and not matched.duplicates
+        assert sorted(matched.mapped.values()) == sorted(expected)
+        assert all(catalog.BY_NAME[n].kind != "CTV" or catalog.BY_NAME[n].side == side
+                   for n in matched.mapped.values()), "a CTV of the untreated side"
+        for written, mask in rasterise_rtstruct(rs, read_ct_with_sitk(folder)).items():
+            np.testing.assert_array_equal(mask, case.masks[matched.mapped[written]], err_msg=written)
+        seen["indication"].add(indication)
+        seen["side"].add(side)
+        seen["omitted"].update(case.meta["omitted_oars"])
+    assert seen == {"indication": set(nodal), "side": {"L", "R"}, "omitted": set(OAR_OMISSION)}
+
+
+def test_clinical_and_full_exports_share_ct_and_dose(breast_export, breast_clinical_export):
+    """--labels changes the RTSTRUCT only: the CT pixel data and the dose of case k are the same."""
+    for i in range(5):
+        pid = f"SYN-BR-{i:03d}"
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(read_ct_with_sitk(breast_export / pid)),
+                                      sitk.GetArrayFromImage(read_ct_with_sitk(breast_clinical_export / pid)))
+        doses = [pydicom.dcmread(next((root / pid).glob("RD.*.dcm")))
+                 for root in (breast_export, breast_clinical_export)]
+        assert doses[0].PixelData == doses[1].PixelData and doses[0].DoseGridScaling == doses[1].DoseGridScaling
+
+
+def test_nodal_indication_and_omission_probabilities():
+    """The per-case draws follow the documented probabilities (4000 cases' streams, 5 standard errors)."""
+    from nnunet_breast.synth.cohort import NODAL_INDICATIONS, OAR_OMISSION, clinical_structures
+    from nnunet_breast.synth.phantom import case_rng
+
+    n = 4000
+    draws = [clinical_structures("L", case_rng("breast/labels", i, 0))[1] for i in range(n)]
+    for name, p, _ in NODAL_INDICATIONS:
+        f = sum(d["nodal_indication"] == name for d in draws) / n
+        assert abs(f - p) < 5 * np.sqrt(p * (1 - p) / n), (name, f)
+    for oar, p in OAR_OMISSION.items():
+        f = sum(oar in d["omitted_oars"] for d in draws) / n
+        assert abs(f - p) < 5 * np.sqrt(p * (1 - p) / n), (oar, f)
+    names, _ = clinical_structures("R", case_rng("breast/labels", 0, 0))
+    assert "CTVp_breast_R" in names and not any(n.endswith("_L") and n.startswith("CTV") for n in names)
 
 
 def test_full_size_grid_is_512():
@@ -209,23 +289,66 @@ def test_help_for_every_command(cmd, run_cli):
     assert r.returncode == 0 and "usage: nnunet-breast" in r.stdout
 
 
+def _distance_to_segments(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
+    """mm from each of (N, 3) points to a polyline of (M, 3) vertices (M = 1: a point)."""
+    if len(polyline) == 1:
+        return np.linalg.norm(points - polyline[0], axis=1)
+    out = np.full(len(points), np.inf)
+    for a, b in zip(polyline[:-1], polyline[1:]):
+        d = b - a
+        t = np.clip(((points - a) @ d) / max(float(d @ d), 1e-12), 0, 1)
+        out = np.minimum(out, np.linalg.norm(points - (a + t[:, None] * d), axis=1))
+    return out
+
+
 def test_clip_cases_carry_unlabelled_decoys_a_threshold_takes_for_clips():
-    """Skin BB, scar wire and dense cortical bone: >= 1500 HU, inside the body, far from every clip, not labelled."""
-    from scipy import ndimage
+    """Skin BB, scar wire and dense cortical bone, as the phantom defines them: everything the threshold
+    baseline's HU finds that is not a clip is one of them, and none of them is labelled.
 
-    from nnunet_breast.volumes.body import body_mask
+    Bounds from the definition, not from one seed's output: ordinary phantom tissue stays below the baseline's
+    threshold (bone <= 1200 HU before blur, noise sd <= 18 HU); a painted object's HU reaches at most its radius
+    plus the scanner blur's kernel (finish(): sigma 0.6 / 0.4 voxel, truncated at 4 sigma -> 3 voxels in-plane,
+    2 across slices) plus half a voxel of partial volume. On 3 mm slices the 1 mm lead wire (30000 HU) is always
+    sampled by the 4x supersampled partial volume (0.75 mm apart) and exceeds the threshold; on 5 mm slices
+    (samples 1.25 mm apart) it can fall between the samples, so only 3 mm cases are held to it.
+    """
+    from nnunet_breast.clips import DEFAULT_THRESHOLD_HU
 
-    counts = []
-    for i in range(4):
+    cases, thin = [], 0
+    for i in range(12):                          # the first two cases on each slice thickness
         case = make_case("clips", i, seed=5)
-        clips = case.masks["Clips"]
-        sp = case.grid.spacing[::-1]
-        far = ndimage.distance_transform_edt(~clips, sampling=sp) > 8.0
-        bright = (case.hu >= 1500) & body_mask(case.hu, case.grid.spacing) & far
-        counts.append(ndimage.label(bright)[1])
-        assert case.hu[clips].max() >= 2500
-    # partial volume on 5 mm slices dims a BB or a wire below 1500 HU now and then, as on a real CT
-    assert sum(counts) >= 4 and sum(c > 0 for c in counts) >= 3, counts
+        dz = case.grid.spacing[2]
+        if sum(c.grid.spacing[2] == dz for c in cases) < 2:
+            cases.append(case)
+        if len(cases) == 4:
+            break
+    assert sorted(c.grid.spacing[2] for c in cases) == [3.0, 3.0, 5.0, 5.0]
+    for case in cases:
+        sp, org = np.array(case.grid.spacing), np.array(case.grid.origin)
+        reach = float(np.linalg.norm([3.5 * sp[0], 3.5 * sp[1], 2.5 * sp[2]]))
+        decoys = case.meta["decoys"]
+        objects = ([(np.array([c["centre_mm"]]) + np.outer([-0.5, 0.5], c["axis"]) * c["length_mm"], 1.0)
+                    for c in case.clips]
+                   + [(np.array([decoys["bb"]]), 1.2), (np.array(decoys["wire"]), 0.5)]
+                   + [(np.array([b]), 2.5) for b in decoys["bone"]])
+        assert 2 <= len(decoys["bone"]) <= 4 and len(decoys["wire"]) == 8
+        bright = org + sp * np.argwhere(case.hu >= DEFAULT_THRESHOLD_HU)[:, ::-1]         # voxel centres, mm
+        explained = np.zeros(len(bright), bool)
+        for polyline, radius in objects:
+            explained |= _distance_to_segments(bright, polyline) <= radius + reach
+        assert explained.all(), f"{case.case_id}: bright voxels away from every clip and decoy"
+        # none of the decoys is labelled: every label voxel holds clip metal (>= 15% of its supersamples lie
+        # within the clip's 1 mm radius, so its centre lies within 1 mm + half a voxel diagonal of the clip's axis)
+        label = org + sp * np.argwhere(case.masks["Clips"])[:, ::-1]
+        near_clip = np.zeros(len(label), bool)
+        for polyline, radius in objects[: len(case.clips)]:
+            near_clip |= _distance_to_segments(label, polyline) <= radius + 0.5 * np.linalg.norm(sp)
+        assert near_clip.all(), f"{case.case_id}: labelled voxels away from every clip"
+        if sp[2] == 3.0:
+            on_wire = _distance_to_segments(bright, np.array(decoys["wire"])) <= 0.5 + 0.5 * np.linalg.norm(sp)
+            assert on_wire.any(), f"{case.case_id}: the lead wire should exceed {DEFAULT_THRESHOLD_HU} HU"
+            thin += 1
+    assert thin == 2
 
 
 def test_crop_slices_keeps_world_positions_and_every_clip():

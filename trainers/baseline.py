@@ -1,5 +1,9 @@
-"""Vanilla nnU-Net as the baseline of our comparisons, at a fraction of its width for CPU tests.
+"""Vanilla nnU-Net as the baseline of our comparisons, under the same clinical-data rules as our trainers.
 
+``nnUNetTrainerNoLRMirroring``: nnU-Net's network and recipe, without mirroring along the patient's left-right
+axis when the dataset has lateral structures, and with the partial-label loss when the dataset records
+structures a case did not annotate (on a fully annotated dataset: vanilla nnU-Net minus left-right mirroring).
+Comparisons against vanilla use it, so that both sides follow the same rules.
 ``nnUNetTrainerTiny_2epochs`` applies the tiny schedule to nnU-Net's own PlainConvUNet exactly as planned (stages,
 kernels, strides) with every stage's feature count divided by 4 and capped at 64.
 """
@@ -8,6 +12,8 @@ from __future__ import annotations
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+from nnunet_breast.trainers.laterality import NoLeftRightMirroring
+from nnunet_breast.trainers.partial_labels import PartialLabels
 from nnunet_breast.trainers.schedules import TinyCPUSchedule
 
 
@@ -17,7 +23,11 @@ def shrink_widths(arch_kwargs: dict, divisor: int = 4, cap: int = 64, floor: int
     return kwargs
 
 
-class nnUNetTrainerTiny_2epochs(TinyCPUSchedule, nnUNetTrainer):
+class nnUNetTrainerNoLRMirroring(NoLeftRightMirroring, PartialLabels, nnUNetTrainer):
+    """Vanilla nnU-Net under the breast trainers' clinical-data rules (module docstring)."""
+
+
+class nnUNetTrainerTiny_2epochs(TinyCPUSchedule, nnUNetTrainerNoLRMirroring):
     """Planned PlainConvUNet at 1/4 width (max 64 features) on the tiny CPU schedule."""
 
     @staticmethod

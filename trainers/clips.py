@@ -17,11 +17,11 @@ Network
 Augmentation (raw HU)
     nnU-Net's pipeline minus its intensity transforms (Gaussian noise, blur, multiplicative brightness, contrast,
     gamma, simulated low resolution): they would move tissue across the HU >= 300 threshold and change what HU
-    means.  Added (``transforms.py``): ``CTIntensityScalingTransform``, a multiplication of the CT channel (channel 0 only; the
-    probability map is left alone) by a factor drawn from [0.9, 1.1], with probability 0.15.  This is the paper's
-    "random shift intensity 0.9-1.1" read literally: a multiplicative factor on raw HU, i.e. around 0 HU (water), so
-    -1000 HU air becomes -900 .. -1100 and a 300 HU clip border becomes 270 .. 330.  Kept: nnU-Net's spatial
-    transform (rotation, scaling), mirroring on all allowed axes (the paper's axial/sagittal/coronal flips).
+    means.  Added (``transforms.py``): ``CTIntensityScalingTransform``, a multiplication of the CT channel (channel
+    0 only; the probability map is left alone) by a factor drawn from [0.9, 1.1], with probability 0.15. This is the
+    paper's "random shift intensity 0.9-1.1" read literally: a multiplicative factor on raw HU, i.e. around 0 HU
+    (water), so -1000 HU air becomes -900 .. -1100 and a 300 HU clip border becomes 270 .. 330.  Kept: nnU-Net's
+    spatial transform (rotation, scaling), mirroring on all allowed axes (the paper's axial/sagittal/coronal flips).
 
     Padding: nnU-Net's ``SpatialTransform`` pads the image with 0 (``padding_mode_image="zeros"``), which is water in
     HU, not air.  The trainers replace it by ``HUPaddedSpatialTransform`` (same parameters), which pads channel 0
@@ -32,7 +32,8 @@ Augmentation (raw HU)
 
 Optimisation (paper)
     Adam, initial LR 1e-4, linear warm-up over the first 5 % of the epochs (the paper: 50 of 1000) then cosine
-    annealing to 0 (``lr_schedule.LinearWarmupCosineLRScheduler``, stepped per epoch by nnU-Net's ``on_train_epoch_start``).
+    annealing to 0 (``lr_schedule.LinearWarmupCosineLRScheduler``, stepped per epoch by nnU-Net's
+    ``on_train_epoch_start``).
     The paper names no weight decay; we use Adam's default 0 (``weight_decay`` class attribute; nnU-Net's 3e-5 is a
     one-line change).  Batch size comes from the plans (the paper used 2, as nnU-Net's 3d_fullres plans usually
     do).  Loss, deep supervision, sampling and gradient clipping stay nnU-Net's.
@@ -43,7 +44,6 @@ import warnings
 
 import torch
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
-
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_breast.networks.plans import CLIP_INPUTS, build_clip_net
@@ -137,8 +137,8 @@ class nnUNetTrainerClipLocationNoBinary(ClipRegionTarget, ClipTrainerBase):
 class nnUNetTrainerClipSegmentation(ClipTrainerBase):
     """Segmentation Net: window + metal window + the stage-1 probability map (2-channel dataset: CT 'noNorm', map).
 
-    The metal channel is our addition (``networks.plans.METAL_WINDOW``); :class:`nnUNetTrainerClipSegmentationPaperInputs`
-    is the paper's net (window + map)."""
+    The metal channel is our addition (``networks.plans.METAL_WINDOW``);
+    :class:`nnUNetTrainerClipSegmentationPaperInputs` is the paper's net (window + map)."""
 
     inputs = CLIP_INPUTS["segmentation"]
 

@@ -9,15 +9,17 @@ static builder, so a checkpoint always meets the network it was trained with. Sc
 from __future__ import annotations
 
 import torch
-
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_breast.networks.plans import build_effnet
+from nnunet_breast.trainers.laterality import NoLeftRightMirroring
+from nnunet_breast.trainers.partial_labels import PartialLabels
 from nnunet_breast.trainers.transforms import INTENSITY_TRANSFORMS, transform_name
 
 
-class nnUNetTrainerEffNetB0(nnUNetTrainer):
-    """nnU-Net's recipe (SGD + poly LR, CE+Dice or the region loss, deep supervision) with the B0 U-Net."""
+class nnUNetTrainerEffNetB0(NoLeftRightMirroring, PartialLabels, nnUNetTrainer):
+    """nnU-Net's recipe (SGD + poly LR, CE+Dice or the region loss, deep supervision) with the B0 U-Net; no
+    left-right mirroring for lateral structures (``laterality.py``), partial labels (``partial_labels.py``)."""
 
     network_overrides: dict = {}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 
 
-
 class CPUSchedule:
     """Mixin (put it first in the bases): a short schedule without test-time mirroring.
 
@@ -30,26 +29,26 @@ class CPUSchedule:
 
 
 class TinyCPUSchedule(CPUSchedule):
-    """2 epochs of 2 iterations, one validation iteration: a fold in well under a minute on 2 cores (tests)."""
+    """2 epochs of 2 iterations, one validation iteration: tests."""
 
     schedule = (2, 2, 1)
 
 
 class ShortCPUSchedule(CPUSchedule):
-    """8 epochs x 25 iterations: a few minutes per model on 2 CPU cores (the clip benchmark). Enough to
-    compare methods trained alike; far from converged."""
+    """8 epochs x 25 iterations (benchmarks on CPU): enough to compare methods trained alike; far from
+    converged."""
 
     schedule = (8, 25, 2)
 
 
 class DemoCPUSchedule(CPUSchedule):
-    """4 epochs x 12 iterations: `nnunet-breast demo` on CPU, a minute or two per model on 2 cores. It shows
-    the whole loop working, not a trained model.
+    """4 epochs x 12 iterations: `nnunet-breast demo` on CPU. It shows the whole loop working, not a trained
+    model.
 
     The output layers start from a 1 % foreground prior (RetinaNet's prior initialisation: weights ~ N(0, 0.01),
-    bias log(p / (1 - p))): from the default initialisation every sigmoid/softmax output starts anywhere, and after a few dozen
-    iterations the model still paints half the CT with every structure, which is noise in the previews and
-    millions of contour points in an RTSTRUCT. Starting from "background" the short run shows what it learnt.
+    bias log(p / (1 - p))): from the default initialisation every sigmoid/softmax output starts anywhere, and after
+    a few dozen iterations the model still paints half the CT with every structure, which is noise in the previews
+    and millions of contour points in an RTSTRUCT. Starting from "background" the short run shows what it learnt.
     """
 
     schedule = (4, 12, 1)

@@ -6,15 +6,25 @@ workers can pickle it.
 """
 from __future__ import annotations
 
-from nnunet_breast.trainers.clips import (nnUNetTrainerClipLocation, nnUNetTrainerClipSegmentation,
-                                          nnUNetTrainerClipSegmentationPaperInputs, nnUNetTrainerClipSingleStage)
+from nnunet_breast.trainers.baseline import nnUNetTrainerNoLRMirroring
+from nnunet_breast.trainers.clips import (
+    nnUNetTrainerClipLocation,
+    nnUNetTrainerClipSegmentation,
+    nnUNetTrainerClipSegmentationPaperInputs,
+    nnUNetTrainerClipSingleStage,
+)
 from nnunet_breast.trainers.effnet import nnUNetTrainerEffNetB0, nnUNetTrainerEffNetB0Paper
-from nnunet_breast.trainers.schedules import (DemoCPUSchedule, Epochs, QuickDemoCPUSchedule, ShortCPUSchedule,
-                                              TinyCPUSchedule)
+from nnunet_breast.trainers.schedules import (
+    DemoCPUSchedule,
+    Epochs,
+    QuickDemoCPUSchedule,
+    ShortCPUSchedule,
+    TinyCPUSchedule,
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# EfficientNet-B0 U-Net
+# EfficientNet-B0 U-Net and its vanilla baseline
 # ---------------------------------------------------------------------------------------------------------------------
 class _Epochs5(Epochs):
     num_epochs_override = 5
@@ -32,6 +42,18 @@ class _QuarterWidth:
     """1/4 of B0's widths: CPU tests and the demo."""
 
     network_overrides = {"width_multiplier": 0.25, "stem_features": 4}
+
+
+class nnUNetTrainerNoLRMirroring_5epochs(_Epochs5, nnUNetTrainerNoLRMirroring):
+    pass
+
+
+class nnUNetTrainerNoLRMirroring_10epochs(_Epochs10, nnUNetTrainerNoLRMirroring):
+    pass
+
+
+class nnUNetTrainerNoLRMirroring_50epochs(_Epochs50, nnUNetTrainerNoLRMirroring):
+    pass
 
 
 class nnUNetTrainerEffNetB0_5epochs(_Epochs5, nnUNetTrainerEffNetB0):

@@ -18,6 +18,10 @@ Every CT first gets the clip datasets' preprocessing: HU outside the body mask s
 so ``nnUNetv2_evaluate_folder`` and ``nnunet-breast evaluate`` read it) and ``OUT/<case>_clips.json``
 (clip table, ROI, method); ``OUT/clips.csv`` has one row per case. Intermediate files live in
 ``OUT/.work`` and are removed at the end unless ``keep_work``.
+
+:func:`predict_clips` = :func:`clip_predictions` (masks and clip tables in memory, nnU-Net's files in a work
+folder) + :func:`write_clip_outputs`; ``nnunet-breast predict`` calls the first only and writes each case's
+``clips.json`` once, with the tumour-bed proposal, from :meth:`ClipPrediction.write_json`.
 """
 from __future__ import annotations
 
@@ -31,16 +35,16 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from nnunet_breast.volumes.body import air_outside_body
-from nnunet_breast.clips.roi import Roi, crop_image, paste_back, resample_to_spacing
-from nnunet_breast.clips import MIN_CLIP_MM3
-from nnunet_breast.clips.prepare import RoiSettings, clip_probability
-from nnunet_breast.clips.table import clip_table, write_clips_json
-from nnunet_breast.clips.threshold import DEFAULT_THRESHOLD_HU, threshold_clips
-from nnunet_breast.util.files import atomic_write_csv
-from nnunet_breast.inference.inputs import InputCT
-from nnunet_breast.volumes.components import remove_islands
+from nnunet_breast.clips import DEFAULT_THRESHOLD_HU, MIN_CLIP_MM3
+from nnunet_breast.clips.roi import Roi, RoiSettings, clip_probability, crop_image, paste_back, resample_to_spacing
+from nnunet_breast.clips.table import clip_table
+from nnunet_breast.clips.threshold import threshold_clips
+from nnunet_breast.errors import UserError
+from nnunet_breast.inference.inputs import InputCT, check_output_outside, load_inputs
 from nnunet_breast.inference.predictor import ModelRef, make_predictor, predict_files
+from nnunet_breast.util.files import atomic_write_csv, atomic_write_text
+from nnunet_breast.volumes.body import air_outside_body
+from nnunet_breast.volumes.components import remove_islands
 
 METHODS = ("cascade", "single", "threshold")
 
@@ -67,7 +71,18 @@ class ClipPrediction:
     mask: np.ndarray                            # bool [z, y, x] on the input CT grid
     clips: list[dict]
     roi: Roi | None = None
-    files: dict[str, Path] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)    # how it was predicted (method, source, roi, model): clips.json
+    files: dict[str, Path] = field(default_factory=dict)    # set by write_clip_outputs
+    image: sitk.Image | None = None             # the input CT: the mask's geometry
+
+    def to_json(self, **extra) -> dict:
+        """The case's clips.json: how it was predicted, the clip table, then ``extra`` (``nnunet-breast predict``
+        adds the tumour-bed proposal), so both commands write one layout."""
+        return {"case_id": self.case_id, "n_clips": len(self.clips), **self.info, "clips": self.clips, **extra}
+
+    def write_json(self, path: Path, **extra) -> Path:
+        atomic_write_text(Path(path), json.dumps(self.to_json(**extra), indent=2))
+        return Path(path)
 
 
 def stage2_inputs(stage2: ModelRef) -> tuple[RoiSettings, bool]:
@@ -76,26 +91,48 @@ def stage2_inputs(stage2: ModelRef) -> tuple[RoiSettings, bool]:
     ds = json.loads((stage2.folder() / "dataset.json").read_text())
     info = ds.get("nnunet_breast", {})
     if int(info.get("stage", 0)) != 2 or "roi" not in info:
-        raise ValueError(f"{stage2.folder()} was not trained on a stage-2 dataset from `nnunet-breast cascade "
-                         "prepare` (its dataset.json has no ROI settings)")
+        raise UserError(f"{stage2.folder()} was not trained on a stage-2 dataset from `nnunet-breast cascade "
+                        "prepare` (its dataset.json has no ROI settings)")
     return RoiSettings.from_json(info["roi"]), len(ds["channel_names"]) == 2
 
 
 def _validate(opts: ClipPredictOptions) -> None:
     if opts.method not in METHODS:
-        raise ValueError(f"unknown method {opts.method!r}; choose from {METHODS}")
+        raise UserError(f"unknown clip method {opts.method!r}; choose from {METHODS}")
     if opts.method in ("cascade", "single") and opts.stage1 is None:
-        raise ValueError(f"method {opts.method} needs a trained model (-d ...)")
+        raise UserError(f"clip method {opts.method} needs a trained model (--clips-d ...)")
     if opts.method == "cascade" and opts.stage2 is None:
-        raise ValueError("the cascade needs the stage-2 model (--stage2-id)")
+        raise UserError("the clip cascade needs the stage-2 model (--stage2-id)")
 
 
 def predict_clips(cases: list[InputCT], out_dir: Path, opts: ClipPredictOptions, progress: bool = True
                   ) -> tuple[list[ClipPrediction], dict[str, float]]:
     """Predict clips for ``cases``, write the outputs (module docstring); returns them and stage timings (s)."""
-    _validate(opts)
     out_dir = Path(out_dir)
-    work = out_dir / ".work"
+    results, timings = clip_predictions(cases, out_dir / ".work", opts, progress)
+    t0 = time.perf_counter()
+    write_clip_outputs(results, out_dir)
+    timings["export_s"] += time.perf_counter() - t0
+    return results, timings
+
+
+def predict_clips_from(input_path: Path, out_dir: Path, opts: ClipPredictOptions, progress: bool = True
+                       ) -> tuple[list[ClipPrediction], dict[str, float]]:
+    """:func:`predict_clips` on every CT under ``input_path`` (a DICOM export or NIfTI files, read by
+    :func:`~nnunet_breast.inference.inputs.load_inputs`) into ``out_dir`` (created; not inside the input)."""
+    _validate(opts)
+    check_output_outside(input_path, out_dir)
+    cases = load_inputs(input_path)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return predict_clips(cases, out_dir, opts, progress)
+
+
+def clip_predictions(cases: list[InputCT], work: Path, opts: ClipPredictOptions, progress: bool = True
+                     ) -> tuple[list[ClipPrediction], dict[str, float]]:
+    """Masks and clip tables of ``cases``, in memory, and stage timings (s); nothing written but nnU-Net's
+    inputs and outputs in ``work`` (emptied first, removed at the end unless ``opts.keep_work``)."""
+    _validate(opts)
+    work = Path(work)
     shutil.rmtree(work, ignore_errors=True)
     (work / "ct").mkdir(parents=True)
     timings: dict[str, float] = {}
@@ -131,30 +168,36 @@ def predict_clips(cases: list[InputCT], out_dir: Path, opts: ClipPredictOptions,
 
     t0 = time.perf_counter()
     results = []
-    rows = []
     for c in tqdm(cases, desc="clip tables", disable=not progress, unit="case"):
         cid, img = c.case_id, c.image
         mask = remove_islands(masks[cid], img.GetSpacing()[::-1], opts.min_clip_mm3, keep_largest=False)
-        clips = clip_table(mask, img)
-        seg = sitk.GetImageFromArray(mask.astype(np.uint8))
-        seg.CopyInformation(img)
-        seg_file = out_dir / f"{cid}.nii.gz"
-        tmp = out_dir / f".{cid}.tmp.nii.gz"
-        sitk.WriteImage(seg, str(tmp), useCompression=True)
-        tmp.replace(seg_file)
         roi = rois.get(cid)
-        extra = {"method": opts.method, "source": c.source, "roi": roi.to_json() if roi is not None else None,
-                 **_method_info(opts)}
-        json_file = write_clips_json(out_dir / f"{cid}_clips.json", cid, clips, **extra)
-        results.append(ClipPrediction(cid, mask, clips, roi, {"mask": seg_file, "clips_json": json_file}))
-        rows.append({"case_id": cid, "method": opts.method, "n_clips": len(clips),
-                     "total_volume_mm3": round(sum(r["volume_mm3"] for r in clips), 2),
-                     "roi_source": roi.source if roi is not None else ""})
-    atomic_write_csv(out_dir / "clips.csv", ["case_id", "method", "n_clips", "total_volume_mm3", "roi_source"], rows)
+        info = {"method": opts.method, "source": c.source, "roi": roi.to_json() if roi is not None else None,
+                **_method_info(opts)}
+        results.append(ClipPrediction(cid, mask, clip_table(mask, img), roi, info, image=img))
     timings["export_s"] = time.perf_counter() - t0
     if not opts.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return results, timings
+
+
+def write_clip_outputs(results: list[ClipPrediction], out_dir: Path) -> None:
+    """``OUT/<case>.nii.gz`` (on the input CT's grid), ``OUT/<case>_clips.json`` and ``OUT/clips.csv``; each
+    prediction's ``files`` gets its mask and JSON."""
+    out_dir = Path(out_dir)
+    rows = []
+    for r in results:
+        seg = sitk.GetImageFromArray(r.mask.astype(np.uint8))
+        seg.CopyInformation(r.image)
+        seg_file = out_dir / f"{r.case_id}.nii.gz"
+        tmp = out_dir / f".{r.case_id}.tmp.nii.gz"
+        sitk.WriteImage(seg, str(tmp), useCompression=True)
+        tmp.replace(seg_file)
+        r.files = {"mask": seg_file, "clips_json": r.write_json(out_dir / f"{r.case_id}_clips.json")}
+        rows.append({"case_id": r.case_id, "method": r.info["method"], "n_clips": len(r.clips),
+                     "total_volume_mm3": round(sum(c["volume_mm3"] for c in r.clips), 2),
+                     "roi_source": r.roi.source if r.roi is not None else ""})
+    atomic_write_csv(out_dir / "clips.csv", ["case_id", "method", "n_clips", "total_volume_mm3", "roi_source"], rows)
 
 
 def _method_info(opts: ClipPredictOptions) -> dict:

@@ -23,53 +23,24 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 
-from nnunet_breast.clips.roi import Roi, crop_image, roi_from_coarse_probability, roi_from_probability
+from nnunet_breast.clips import CLIP_MODEL_DEFAULTS
+from nnunet_breast.clips.roi import RoiSettings, clip_probability, crop_image
 from nnunet_breast.env import dataset_dir, model_dir, nnunet_folder
+from nnunet_breast.errors import UserError
 from nnunet_breast.util.files import atomic_write_text
 from nnunet_breast.util.parallel import map_cases
 
-STAGE1_TRAINER = "nnUNetTrainerClipLocation"
-STAGE1_CONFIG = "3d_clip_location"
+STAGE1_TRAINER, STAGE1_CONFIG = CLIP_MODEL_DEFAULTS["stage1"]
 
 
-class CascadeError(ValueError):
+class CascadeError(UserError):
     """The stage-2 dataset cannot be built; the message says what is missing."""
-
-
-@dataclass(frozen=True)
-class RoiSettings:
-    """How a probability map becomes an ROI; stored in the stage-2 dataset.json and reused by prediction."""
-    threshold: float = 0.5
-    margin_mm: float = 10.0
-    min_size_mm: float = 192.0          # 96 voxels x 2 mm (the paper's 96^3 at 2 mm)
-
-    def min_size_vox(self, spacing_zyx) -> tuple[int, int, int]:
-        return tuple(int(math.ceil(self.min_size_mm / s - 1e-6)) for s in spacing_zyx)  # type: ignore[return-value]
-
-    def roi(self, prob: np.ndarray | sitk.Image, image: sitk.Image, hu: np.ndarray | None = None,
-            side: str | None = None) -> Roi:
-        """ROI on ``image``'s grid from a map on that grid (array) or on a coarser grid of its own (image)."""
-        spacing = image.GetSpacing()[::-1]
-        if isinstance(prob, sitk.Image):
-            return roi_from_coarse_probability(prob, image, self.margin_mm, self.min_size_vox(spacing),
-                                               self.threshold, hu=hu, side=side)
-        return roi_from_probability(prob, spacing, self.margin_mm, self.min_size_vox(spacing), self.threshold,
-                                    hu=hu, side=side)
-
-    def to_json(self) -> dict:
-        return {"threshold": self.threshold, "margin_mm": self.margin_mm, "min_size_mm": self.min_size_mm}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "RoiSettings":
-        return cls(float(d["threshold"]), float(d["margin_mm"]), float(d["min_size_mm"]))
 
 
 @dataclass
@@ -84,11 +55,6 @@ class PrepareResult:
     @property
     def clips_cut(self) -> list[str]:
         return [c for c, r in self.rois.items() if r["label_voxels_outside"]]
-
-
-def clip_probability(npz_file: Path) -> np.ndarray:
-    """Clip probability [z, y, x] from nnU-Net's saved probabilities (every foreground class summed)."""
-    return np.load(npz_file)["probabilities"][1:].sum(0).astype(np.float32)
 
 
 def out_of_fold_maps(model_folder: Path, case_ids: list[str]) -> dict[str, tuple[int, Path]]:
@@ -160,6 +126,9 @@ def prepare_stage2(stage1_id: int, stage2_id: int, *, name: str | None = None, t
     ``with_map=False`` writes the CT crops only: the dataset of the paper's "segmentation net without the
     feature map" ablation (``nnUNetTrainerClipSegmentationNoMap``); the ROI still comes from stage 1.
     """
+    if not (0 < settings.threshold <= 1 and settings.margin_mm >= 0 and settings.min_size_mm > 0):
+        raise CascadeError(f"ROI settings need 0 < --threshold <= 1, --margin-mm >= 0 and --min-size-mm > 0; got "
+                           f"{settings.threshold}, {settings.margin_mm}, {settings.min_size_mm}")
     raw1 = dataset_dir("nnUNet_raw", stage1_id)
     ds1 = json.loads((raw1 / "dataset.json").read_text())
     if list(ds1.get("channel_names", {}).values()) != ["noNorm"]:
@@ -212,7 +181,7 @@ def _copy_splits(stage1_id: int, stage2_id: int, stage2_name: str) -> Path | Non
     """Stage 2 gets stage 1's folds: fold k of stage 2 validates on maps from stage-1 model k."""
     try:
         pre1 = dataset_dir("nnUNet_preprocessed", stage1_id)
-    except ValueError:
+    except UserError:
         return None
     splits = pre1 / "splits_final.json"
     if not splits.is_file():

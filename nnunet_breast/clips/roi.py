@@ -20,6 +20,9 @@ falls back to where clips are expected to be, the treated breast, rather than to
 * ``"fallback_body"``: the anterior half of the body when the side is unknown, or the whole image when no
   CT is given or no body is found.
 
+:class:`RoiSettings` holds these parameters (minimum size in mm) for both ``cascade prepare`` (training crops)
+and prediction, so the two cannot drift apart; :func:`clip_probability` reads stage 1's map for both.
+
 Index/world conventions: arrays and ROI indices are [z, y, x] (numpy order of SimpleITK arrays); the
 anatomical fallback assumes the identity direction matrix (head-first supine axial CT, as produced by
 the DICOM reader and the synthetic cohorts). Cropping and pasting use the image's own geometry, so they
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -79,6 +83,39 @@ class Roi:
     def from_json(cls, d: dict) -> "Roi":
         return cls(tuple(d["start"]), tuple(d["stop"]), str(d["source"]))
 
+
+@dataclass(frozen=True)
+class RoiSettings:
+    """How a probability map becomes an ROI. Here, not in prepare.py or predict.py, because both must use the
+    same rule: ``cascade prepare`` stores it in the stage-2 dataset.json and prediction reads it back."""
+    threshold: float = 0.5
+    margin_mm: float = 10.0
+    min_size_mm: float = 192.0          # 96 voxels x 2 mm (the paper's 96^3 at 2 mm)
+
+    def min_size_vox(self, spacing_zyx) -> tuple[int, int, int]:
+        return tuple(int(math.ceil(self.min_size_mm / s - 1e-6)) for s in spacing_zyx)  # type: ignore[return-value]
+
+    def roi(self, prob: np.ndarray | sitk.Image, image: sitk.Image, hu: np.ndarray | None = None,
+            side: str | None = None) -> Roi:
+        """ROI on ``image``'s grid from a map on that grid (array) or on a coarser grid of its own (image)."""
+        spacing = image.GetSpacing()[::-1]
+        if isinstance(prob, sitk.Image):
+            return roi_from_coarse_probability(prob, image, self.margin_mm, self.min_size_vox(spacing),
+                                               self.threshold, hu=hu, side=side)
+        return roi_from_probability(prob, spacing, self.margin_mm, self.min_size_vox(spacing), self.threshold,
+                                    hu=hu, side=side)
+
+    def to_json(self) -> dict:
+        return {"threshold": self.threshold, "margin_mm": self.margin_mm, "min_size_mm": self.min_size_mm}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RoiSettings":
+        return cls(float(d["threshold"]), float(d["margin_mm"]), float(d["min_size_mm"]))
+
+
+def clip_probability(npz_file: Path) -> np.ndarray:
+    """Clip probability [z, y, x] from nnU-Net's saved probabilities (every foreground class summed)."""
+    return np.load(npz_file)["probabilities"][1:].sum(0).astype(np.float32)
 
 def _bbox(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(start, stop) of the True voxels of a 3-D mask, or None when it has none."""

@@ -1,14 +1,11 @@
 """One entry per predicted clip: what a physicist checks before using clips for a boost volume."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from nnunet_breast.util.files import atomic_write_text
+from nnunet_breast.volumes.components import label_components
 
 
 def clip_table(mask: np.ndarray, image: sitk.Image, min_voxels: int = 1) -> list[dict]:
@@ -21,18 +18,15 @@ def clip_table(mask: np.ndarray, image: sitk.Image, min_voxels: int = 1) -> list
     hu = sitk.GetArrayViewFromImage(image)
     if mask.shape != hu.shape:
         raise ValueError(f"clip mask shape {mask.shape} differs from the CT's {hu.shape}")
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
-    if n == 0:
+    labels, sizes = label_components(mask, min_voxels)
+    if len(sizes) == 0:
         return []
-    index = np.arange(1, n + 1)
-    sizes = ndimage.sum_labels(mask, labels, index)
+    index = np.arange(1, len(sizes) + 1)
     coms = ndimage.center_of_mass(mask, labels, index)
     maxima = ndimage.maximum(hu, labels, index)
     voxel_mm3 = float(np.prod(image.GetSpacing()))
     rows = []
     for size, com, hmax in zip(sizes, coms, maxima):
-        if size < min_voxels:
-            continue
         centre = image.TransformContinuousIndexToPhysicalPoint([float(c) for c in com[::-1]])
         rows.append({"centroid_mm": [round(float(c), 2) for c in centre], "volume_mm3": round(float(size) * voxel_mm3, 2),
                      "voxels": int(size), "max_hu": round(float(hmax), 1)})
@@ -40,10 +34,3 @@ def clip_table(mask: np.ndarray, image: sitk.Image, min_voxels: int = 1) -> list
     for i, r in enumerate(rows, start=1):
         r["clip"] = i
     return [{"clip": r.pop("clip"), **r} for r in rows]
-
-
-def write_clips_json(path: Path, case_id: str, clips: list[dict], **extra) -> Path:
-    """``clips.json``: the case, how it was predicted (``extra``) and the clip table."""
-    data = {"case_id": case_id, "n_clips": len(clips), **extra, "clips": clips}
-    atomic_write_text(Path(path), json.dumps(data, indent=2))
-    return Path(path)

@@ -9,11 +9,9 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_breast.clips import DEFAULT_THRESHOLD_HU, MIN_CLIP_MM3
 from nnunet_breast.volumes.body import body_mask
-from nnunet_breast.clips import MIN_CLIP_MM3
 from nnunet_breast.volumes.components import remove_islands
-
-DEFAULT_THRESHOLD_HU = 1500.0
 
 
 def threshold_clips(image: sitk.Image, threshold_hu: float = DEFAULT_THRESHOLD_HU,

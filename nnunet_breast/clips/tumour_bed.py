@@ -4,7 +4,7 @@ The proposal is the convex hull of the clips that are kept, grown by an isotropi
 optionally, cut to a body or breast mask:
 
 * **Clips.** Every connected component (26-connectivity) of the clip mask is one clip
-  (:func:`nnunet_breast.evaluation.clip_detection.components`).
+  (:func:`nnunet_breast.volumes.components.components`).
 * **Outliers.** With three clips or more, a clip whose centroid lies more than ``outlier_mm`` from the
   spatial (geometric) median of all clip centroids is left out and reported. The coordinate-wise median
   is not used: it jumps between the walls of the cavity when a single far clip is added. With one or two clips there is
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import ConvexHull
 
-from nnunet_breast.evaluation.clip_detection import components
+from nnunet_breast.volumes.components import components
 
 __all__ = ["ExcludedClip", "TumourBedProposal", "propose_tumour_bed"]
 

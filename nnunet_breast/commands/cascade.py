@@ -16,8 +16,6 @@ labelled clip voxels left outside. Stage 1's splits are copied so that the folds
 """
 from __future__ import annotations
 
-from nnunet_breast.cli import UserError
-
 HELP = "clip cascade: build the stage-2 dataset from stage-1 out-of-fold probability maps"
 
 
@@ -42,16 +40,14 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from nnunet_breast.clips.prepare import CascadeError, RoiSettings, prepare_stage2
+    from nnunet_breast.clips.prepare import prepare_stage2
+    from nnunet_breast.clips.roi import RoiSettings
 
-    try:
-        settings = RoiSettings(args.threshold, args.margin_mm, args.min_size_mm)
-        result = prepare_stage2(args.dataset_id, args.stage2_id, name=args.name, trainer=args.trainer,
-                                plans=args.plans, configuration=args.configuration, settings=settings,
-                                with_map=not args.no_map, overwrite=args.overwrite,
-                                num_processes=max(1, args.num_processes))
-    except (CascadeError, ValueError) as e:
-        raise UserError(str(e)) from None
+    settings = RoiSettings(args.threshold, args.margin_mm, args.min_size_mm)
+    result = prepare_stage2(args.dataset_id, args.stage2_id, name=args.name, trainer=args.trainer,
+                            plans=args.plans, configuration=args.configuration, settings=settings,
+                            with_map=not args.no_map, overwrite=args.overwrite,
+                            num_processes=max(1, args.num_processes))
     n = len(result.rois)
     print(f"{result.dataset_dir}: {n} cases; ROI from the stage-1 prediction in {n - len(result.fallbacks)}, "
           f"fallback in {len(result.fallbacks)}")

@@ -4,14 +4,13 @@
                                --b nnUNetTrainerEffNetB0__nnUNetPlans__3d_fullres_effnetb0 -o CMP
 
 Per structure and metric (DSC, HD95, ASSD, surface Dice): means, paired difference b - a, win/tie/loss
-count of b, Wilcoxon signed-rank p-value. Writes CMP/comparison.csv, comparison.md, comparison.png.
+count of b, Wilcoxon signed-rank p-value. Cases whose reference lacks a structure (not contoured there) are
+left out of that structure's comparison and counted (n_not_evaluated), as are NaN values (n_undefined).
+Writes CMP/comparison.csv, comparison.md, comparison.png.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-from nnunet_breast.cli import UserError
 
 HELP = "paired comparison of two models' five-fold validation predictions (Wilcoxon, win/tie/loss)"
 
@@ -25,20 +24,16 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from nnunet_breast.commands.evaluate import dataset_json_for
+    from nnunet_breast.env import dataset_dir, nnunet_folder
     from nnunet_breast.evaluation.compare import compare_models
 
-    results = os.environ.get("nnUNet_results")
-    if not results:
-        raise UserError("nnUNet_results is not set (see `nnunet-breast env`)")
-    dataset_json = dataset_json_for(args.dataset_id)
-    try:
-        table = compare_models(Path(results) / dataset_json.parent.name, dataset_json.parent / "labelsTr",
-                               dataset_json, args.a, args.b, args.out, args.folds)
-    except (ValueError, FileNotFoundError) as e:
-        raise UserError(str(e)) from None
+    raw = dataset_dir("nnUNet_raw", args.dataset_id)
+    table = compare_models(nnunet_folder("nnUNet_results") / raw.name, raw / "labelsTr", raw / "dataset.json",
+                           args.a, args.b, args.out, args.folds)
     dsc = [t for t in table if t["metric"] == "dsc"]
     wins = sum(t["b_wins"] for t in dsc)
     losses = sum(t["b_losses"] for t in dsc)
-    print(f"DSC, case x structure: b wins {wins}, loses {losses}; wrote {args.out / 'comparison.md'}")
+    left_out = sum(t["n_not_evaluated"] for t in dsc)
+    print(f"DSC, case x structure: b wins {wins}, loses {losses}; {left_out} not evaluated (reference without the "
+          f"structure), left out; wrote {args.out / 'comparison.md'}")
     return 0

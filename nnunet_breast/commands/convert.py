@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from nnunet_breast.cli import UserError
+from nnunet_breast.errors import UserError
 
 HELP = "DICOM CT + RTSTRUCT (or NIfTI) -> nnU-Net raw dataset with cohort.csv and a report"
 DEFAULT_NAMES = {"breast": "BreastRT", "clips": "BreastClips"}
@@ -36,19 +36,15 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from nnunet_breast.dataset_conversion.dataset import ConversionError, ConvertOptions, convert
+    from nnunet_breast.dataset_conversion.dataset import ConvertOptions, convert
+    from nnunet_breast.env import nnunet_folder
 
-    raw = os.environ.get("nnUNet_raw")
-    if not raw:
-        raise UserError("nnUNet_raw is not set (see `nnunet-breast env`)")
+    raw = nnunet_folder("nnUNet_raw")
     mapping = _read_json(args.mapping) if args.mapping else None
     opts = ConvertOptions(args.cohort, args.input, args.dataset_id, args.name or DEFAULT_NAMES[args.cohort],
-                          Path(raw), mapping, _read_metadata(args.metadata) if args.metadata else {},
+                          raw, mapping, _read_metadata(args.metadata) if args.metadata else {},
                           args.num_processes, args.overwrite, args.redo, args.point_radius_mm)
-    try:
-        report = convert(opts)
-    except (ConversionError, ValueError) as e:
-        raise UserError(str(e)) from None
+    report = convert(opts)
     skipped = sum(r["status"] == "skipped" for r in report.cases.values())
     print(f"{report.dataset_dir}: converted {len(report.converted)}, skipped {skipped}, failed {len(report.failed)}")
     if report.unused_rtstructs or report.ct_without_rtstruct:

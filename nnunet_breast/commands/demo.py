@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nnunet_breast.cli import UserError
+from nnunet_breast.errors import UserError
 
 HELP = "run the whole pipeline on synthetic patients (about 10 min on 2 CPU cores)"
 
@@ -29,7 +29,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from nnunet_breast.demo import Demo, DemoError, check_outputs
+    from nnunet_breast.demo import Demo, check_outputs
     from nnunet_breast.inference.predictor import default_device
 
     if args.n_train < 5 and args.cascade:
@@ -41,10 +41,7 @@ def run(args) -> int:
         raise UserError(f"{out} exists and is not a demo folder; choose another --out")
     trainers = {"breast_trainer": "nnUNetTrainerEffNetB0QuickCPU", "clip_suffix": "QuickCPU"} if args.quick else {}
     demo = Demo(out, args.device or default_device(), args.n_train, args.n_new, args.cascade, **trainers)
-    try:
-        demo.run()
-    except DemoError as e:
-        raise UserError(str(e)) from None
+    demo.run()
     counts = check_outputs(out)
     print(f"read back: {counts['rtstruct']} RTSTRUCT(s), {counts['masks']} masks, {counts['png']} PNG(s)")
     return 0

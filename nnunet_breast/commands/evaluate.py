@@ -5,13 +5,13 @@
 PRED_DIR holds nnU-Net outputs: <case>.npz from --save_probabilities (preferred: overlapping structures kept)
 or <case>.nii.gz label maps. Writes OUT/metrics.csv (one row per case x structure), OUT/summary.json and,
 for the clip cohort, OUT/clip_detection.csv. Distances follow the surface-distance (DeepMind) convention.
+A structure absent from a case's reference (not contoured there) is not evaluated in that case: evaluated
+False, NaN scores, left out of summary.json's statistics and counted in n_not_evaluated.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from nnunet_breast.cli import UserError
 
 HELP = "surface metrics (DSC, HD95, ASSD, surface Dice, volumes) -> metrics.csv + summary.json"
 
@@ -25,26 +25,13 @@ def add_arguments(p):
     p.add_argument("--tolerance-mm", type=float, default=2.0, help="surface Dice tolerance (2 mm)")
 
 
-def dataset_json_for(dataset_id: int) -> Path:
-    from nnunet_breast.env import dataset_dir
-
-    try:
-        return dataset_dir("nnUNet_raw", dataset_id) / "dataset.json"
-    except ValueError as e:
-        raise UserError(str(e)) from None
-
-
 def run(args) -> int:
+    from nnunet_breast.env import dataset_dir
     from nnunet_breast.evaluation.evaluate import evaluate_folder
 
-    for folder in (args.ref, args.pred):
-        if not folder.is_dir():
-            raise UserError(f"{folder} is not a folder")
-    try:
-        summary = evaluate_folder(args.ref, args.pred, dataset_json_for(args.dataset_id), args.out,
-                                  args.num_processes, args.tolerance_mm)
-    except (ValueError, FileNotFoundError) as e:
-        raise UserError(str(e)) from None
+    summary = evaluate_folder(args.ref, args.pred, dataset_dir("nnUNet_raw", args.dataset_id) / "dataset.json",
+                              args.out, args.num_processes, args.tolerance_mm)
     print(f"{summary['n_cases']} cases, mean DSC over structures {summary['mean_dsc']:.3f}; "
+          f"{summary['n_not_evaluated']} case x structure not evaluated (reference without the structure); "
           f"wrote {args.out / 'metrics.csv'} and {args.out / 'summary.json'}")
     return 0

@@ -15,8 +15,6 @@ Clip model (--model clips; Res-SE-U-Net, raw-HU 'noNorm' datasets):
 """
 from __future__ import annotations
 
-from nnunet_breast.cli import UserError
-
 HELP = "add our configurations to nnU-Net's plans (breast: EfficientNet-B0 U-Net; clips: Res-SE-U-Net cascade)"
 
 
@@ -40,24 +38,18 @@ def run(args) -> int:
     from nnunet_breast import planning
 
     if args.model == "clips":
-        try:
-            configs = planning.plan_clips(args.dataset_id, args.plans_name, args.location_spacing_mm,
-                                          args.spacing_mm, args.patch, args.location_fov_mm)
-        except ValueError as e:
-            raise UserError(str(e)) from None
+        configs = planning.plan_clips(args.dataset_id, args.plans_name, args.location_spacing_mm,
+                                      args.spacing_mm, args.patch, args.location_fov_mm)
         for name, c in configs.items():
             print(f"{name}: spacing {c['spacing']}, patch {c['patch_size']}, "
                   f"{c['architecture']['arch_kwargs']['n_stages']} stages; preprocess with "
                   f"nnUNetv2_preprocess -d {args.dataset_id} -c {name}")
         return 0
-    try:
-        config = planning.plan_effnetb0(args.dataset_id, args.gpu_memory_gb, args.plans_name)
-        print(f"{planning.EFFNET_CONFIG}: patch {config['patch_size']}, batch {config['batch_size']}, "
-              f"{len(config['architecture']['arch_kwargs']['strides'])} stages")
-        if not args.no_paper:
-            paper = planning.plan_paper(args.dataset_id, args.plans_name)
-            print(f"{planning.PAPER_PLANS}/{planning.PAPER_CONFIG}: spacing {paper['spacing']}, "
-                  f"patch {paper['patch_size']}, HU window {list(planning.PAPER_WINDOW)} -> [-1, 1]")
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    config = planning.plan_effnetb0(args.dataset_id, args.gpu_memory_gb, args.plans_name)
+    print(f"{planning.EFFNET_CONFIG}: patch {config['patch_size']}, batch {config['batch_size']}, "
+          f"{len(config['architecture']['arch_kwargs']['strides'])} stages")
+    if not args.no_paper:
+        paper = planning.plan_paper(args.dataset_id, args.plans_name)
+        print(f"{planning.PAPER_PLANS}/{planning.PAPER_CONFIG}: spacing {paper['spacing']}, "
+              f"patch {paper['patch_size']}, HU window {list(planning.PAPER_WINDOW)} -> [-1, 1]")
     return 0

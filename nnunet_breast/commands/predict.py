@@ -12,49 +12,27 @@ machines as nnUNetv2_predict does. Exit 0 on success, 2 on a refused run (bad in
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from nnunet_breast.cli import UserError
-from nnunet_breast.clips import MIN_CLIP_MM3
+from nnunet_breast.commands import options
 
 HELP = "predict on new CTs (DICOM or NIfTI) -> NIfTI masks, RTSTRUCT, clips.json, tumour-bed proposal, PNG"
 
 
 def add_arguments(p):
-    p.add_argument("-i", "--input", required=True, type=Path, help="DICOM folder or NIfTI file/folder (read only)")
-    p.add_argument("-o", "--output", required=True, type=Path)
+    options.add_input_output(p)
     p.add_argument("--model", choices=("breast", "clips", "both"), default="breast")
     b = p.add_argument_group("breast model")
     b.add_argument("-d", "--dataset-id", type=int, help="breast dataset the model was trained on")
     b.add_argument("-tr", "--trainer", default="nnUNetTrainerEffNetB0")
     b.add_argument("-c", "--configuration", default="3d_fullres_effnetb0")
-    b.add_argument("-p", "--plans", default="nnUNetPlans")
     b.add_argument("-f", "--folds", nargs="+", help="folds to ensemble (default: all trained folds)")
-    b.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth")
-    c = p.add_argument_group("clip model")
-    c.add_argument("--clips-method", choices=("cascade", "single", "threshold"), default="cascade")
-    c.add_argument("--clips-d", type=int, help="clip dataset of stage 1 / the single-stage model")
-    c.add_argument("--clips-tr", help="stage-1 trainer (nnUNetTrainerClipLocation; single: ...SingleStage)")
-    c.add_argument("--clips-c", help="stage-1 configuration (3d_clip_location; single: 3d_clip_fullres)")
-    c.add_argument("--clips-f", nargs="+", help="stage-1 folds")
-    c.add_argument("--stage2-id", type=int, help="stage-2 dataset (`cascade prepare`)")
-    c.add_argument("--stage2-tr", default="nnUNetTrainerClipSegmentation")
-    c.add_argument("--stage2-c", default="3d_clip_segmentation")
-    c.add_argument("--stage2-f", nargs="+", help="stage-2 folds")
-    c.add_argument("--threshold-hu", type=float, default=1500.0, help="threshold method: HU (1500)")
-    c.add_argument("--min-clip-mm3", type=float, default=MIN_CLIP_MM3,
-                   help=f"drop clip components smaller than this ({MIN_CLIP_MM3:g} mm^3: half the metal of the "
-                        "smallest clip)")
+    options.add_clip_model(p)
     t = p.add_argument_group("tumour-bed proposal")
     t.add_argument("--margin-mm", type=float, default=10.0, help="margin around the clips' convex hull (10)")
     t.add_argument("--outlier-mm", type=float, default=40.0,
                    help="leave out clips this far from the others' median (40; 0 keeps all)")
-    p.add_argument("-device", "--device", choices=("cuda", "cpu"), help="default: cuda when available")
-    p.add_argument("--disable_tta", action="store_true", help="no test-time mirroring (faster)")
+    options.add_predictor(p)
     p.add_argument("-num_parts", type=int, default=1)
     p.add_argument("-part_id", type=int, default=0)
-    p.add_argument("-npp", type=int, default=1, help="nnU-Net preprocessing processes")
-    p.add_argument("-nps", type=int, default=1, help="nnU-Net export processes")
     p.add_argument("--min-island-cc", type=float, default=0.1,
                    help="drop structure parts smaller than this (cc; 0.1); the largest part is always kept")
     p.add_argument("--no-rtstruct", action="store_true")
@@ -65,21 +43,16 @@ def add_arguments(p):
 
 def build_options(args):
     from nnunet_breast.clips.predict import ClipPredictOptions
-    from nnunet_breast.commands.predict_clips import clip_model_refs, folds_arg
-    from nnunet_breast.inference.predictor import ModelRef, default_device
     from nnunet_breast.inference.predict import PredictOptions
+    from nnunet_breast.inference.predictor import ModelRef, clip_model_refs, default_device, folds_arg
 
     device = args.device or default_device()
     breast = clips = None
-    if args.model in ("breast", "both"):
-        if args.dataset_id is None:
-            raise UserError("--model breast/both needs -d (the breast dataset the model was trained on)")
+    if args.model in ("breast", "both") and args.dataset_id is not None:
         breast = ModelRef(args.dataset_id, args.trainer, args.configuration, args.plans, folds_arg(args.folds),
                           args.checkpoint)
     if args.model in ("clips", "both"):
-        stage1, stage2 = clip_model_refs(args.clips_method, args.clips_d, args.clips_tr, args.clips_c, args.stage2_id,
-                                         args.stage2_tr, args.stage2_c, args.plans, args.clips_f, args.stage2_f,
-                                         args.checkpoint)
+        stage1, stage2 = clip_model_refs(**options.clip_model_kwargs(args))
         clips = ClipPredictOptions(args.clips_method, stage1, stage2, device, not args.disable_tta,
                                    threshold_hu=args.threshold_hu, num_processes_preprocessing=args.npp,
                                    num_processes_export=args.nps, min_clip_mm3=args.min_clip_mm3)
@@ -89,14 +62,9 @@ def build_options(args):
 
 
 def run(args) -> int:
-    from nnunet_breast.inference.inputs import InputError
     from nnunet_breast.inference.predict import predict
 
-    opts = build_options(args)
-    try:
-        results = predict(args.input, args.output, opts)
-    except (InputError, ValueError) as e:
-        raise UserError(str(e)) from None
+    results = predict(args.input, args.output, build_options(args))
     for r in results:
         if r.skipped:
             print(f"{r.case_id}: exists, skipped (--overwrite to redo)")

@@ -3,13 +3,13 @@
   nnunet-breast report --metrics EVAL/metrics.csv -d 501 --by contrast,site -o REPORT
 
 Writes REPORT/table.md and table.csv (mean ± SD (n) of DSC and HD95 per structure, overall and per
-subgroup of the dataset's cohort.csv) and REPORT/boxplot_dsc.png, boxplot_hd95.png.
+subgroup of the dataset's cohort.csv) and REPORT/boxplot_dsc.png, boxplot_hd95.png. Cases whose reference
+lacks a structure (not contoured there) are left out and counted ("k not evaluated"; table.csv
+"<group> n_not_evaluated").
 """
 from __future__ import annotations
 
 from pathlib import Path
-
-from nnunet_breast.cli import UserError
 
 HELP = "mean/SD tables per structure and subgroup (Markdown, CSV) and box plots (PNG)"
 
@@ -22,16 +22,11 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from nnunet_breast.commands.evaluate import dataset_json_for
+    from nnunet_breast.env import dataset_dir
     from nnunet_breast.evaluation.report import write_report
 
-    if not args.metrics.is_file():
-        raise UserError(f"{args.metrics} not found")
-    cohort = dataset_json_for(args.dataset_id).parent / "cohort.csv" if args.dataset_id else None
-    try:
-        files = write_report(args.metrics, cohort, args.out, [k for k in args.by.split(",") if k])
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    cohort = dataset_dir("nnUNet_raw", args.dataset_id) / "cohort.csv" if args.dataset_id else None
+    files = write_report(args.metrics, cohort, args.out, [k for k in args.by.split(",") if k])
     for kind, path in files.items():
         print(f"{kind}: {path}")
     return 0

@@ -8,10 +8,8 @@ uses these folds. Each fold's validation set holds every stratum as evenly as po
 from __future__ import annotations
 
 import csv
-import os
-from pathlib import Path
 
-from nnunet_breast.cli import UserError
+from nnunet_breast.errors import UserError
 
 HELP = "stratified five-fold splits_final.json for nnU-Net"
 
@@ -25,24 +23,18 @@ def add_arguments(p):
 
 def run(args) -> int:
     from nnunet_breast.dataset_conversion.splits import strata_from_table, stratified_splits, write_splits
+    from nnunet_breast.env import dataset_dir, nnunet_folder
 
-    raw, pre = os.environ.get("nnUNet_raw"), os.environ.get("nnUNet_preprocessed")
-    if not raw or not pre:
-        raise UserError("nnUNet_raw and nnUNet_preprocessed must be set (see `nnunet-breast env`)")
-    found = sorted(Path(raw).glob(f"Dataset{args.dataset_id:03d}_*"))
-    if not found:
-        raise UserError(f"no dataset {args.dataset_id} under {raw}")
-    table = found[0] / "cohort.csv"
+    raw = dataset_dir("nnUNet_raw", args.dataset_id)
+    pre = nnunet_folder("nnUNet_preprocessed")
+    table = raw / "cohort.csv"
     if not table.is_file():
         raise UserError(f"{table} is missing: convert the dataset with `nnunet-breast convert` first")
     with open(table, newline="") as f:
         rows = list(csv.DictReader(f))
     keys = [k for k in args.stratify.split(",") if k]
-    try:
-        strata = strata_from_table(rows, keys) if keys else ["all"] * len(rows)
-        splits = stratified_splits([r["case_id"] for r in rows], strata, args.folds, args.seed)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    out = write_splits(Path(pre) / found[0].name, splits)
+    strata = strata_from_table(rows, keys) if keys else ["all"] * len(rows)
+    splits = stratified_splits([r["case_id"] for r in rows], strata, args.folds, args.seed)
+    out = write_splits(pre / raw.name, splits)
     print(f"wrote {out}: {args.folds} folds over {len(rows)} cases, strata: {', '.join(sorted(set(strata)))}")
     return 0

@@ -1,13 +1,16 @@
 """Generate a synthetic cohort written as a treatment planning system exports it.
 
 Each case is a folder <out>/<PatientID>/ with one DICOM CT file per slice, an RTSTRUCT (RS.*.dcm) and, for
-the breast cohort, an RTDOSE (RD.*.dcm). Same --seed, same files (UIDs included).
+the breast cohort, an RTDOSE (RD.*.dcm). Same --seed, same files (UIDs included); case k does not depend on --n.
+Breast --labels: clinical (default) contours what a clinic exports, the treated side's CTVs for a per-case nodal
+indication and now and then no thyroid or esophagus; full contours all 20 structures on both sides (held-out
+evaluation). The CT and dose of a case are the same for both.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from nnunet_breast.cli import UserError
+from nnunet_breast.errors import UserError
 
 HELP = "write synthetic DICOM CT + RTSTRUCT (+ RTDOSE) phantom cohorts"
 
@@ -20,6 +23,12 @@ def add_arguments(p):
     p.add_argument("--size", choices=("small", "full", "slab"), default="small",
                    help="small: ~96x96x44 voxels, a scaled-down body, for CPU tests; full: 512x512x100; slab: a full "
                         "case cut to 120 mm of slices around the tumour bed (real-scale anatomy for CPU training)")
+    p.add_argument("--labels", choices=("clinical", "full"), default="clinical",
+                   help="breast cohort: clinical (default): what a clinic exports, the treated side's CTVs for a "
+                        "per-case nodal indication (breast only / + L1-L3 / + all nodal CTVs), now and then no "
+                        "thyroid or esophagus (probabilities in docs/methods.md); full: all 20 structures on both "
+                        "sides (research re-contouring, for held-out evaluation). Same CT either way; the clip "
+                        "cohort always contours its clips")
     p.add_argument("-np", "--num-processes", type=int, default=1, help="cases written in parallel (same files)")
 
 
@@ -31,6 +40,7 @@ def run(args) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} exists and is not a folder")
     written = write_cohort(args.cohort, args.n, args.out, seed=args.seed, size=args.size,
-                           num_processes=max(1, args.num_processes))
-    print(f"wrote {len(written)} {args.cohort} cases to {args.out}")
+                           num_processes=max(1, args.num_processes), labels=args.labels)
+    labels = f" ({args.labels} labels)" if args.cohort == "breast" else ""
+    print(f"wrote {len(written)} {args.cohort} cases{labels} to {args.out}")
     return 0

@@ -19,12 +19,14 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
+from nnunet_breast.errors import UserError
+
 ORIENTATION_TOL = 1e-4      # direction cosines and pixel spacing must agree this closely
 DUPLICATE_TOL_MM = 1e-3     # two slices closer than this along the normal are the same slice
 TILT_TOL_MM = 0.01          # allowed in-plane offset between consecutive slice origins
 
 
-class CTSeriesError(ValueError):
+class CTSeriesError(UserError):
     """Refusal to read a CT series; the message names the offending files."""
 
 

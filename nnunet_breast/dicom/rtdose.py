@@ -8,6 +8,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from nnunet_breast.dicom.common import RTDOSE_STORAGE, ds_str, new_file_dataset, uid
+from nnunet_breast.errors import UserError
 
 
 def write_rtdose(dose_gy: np.ndarray, spacing, origin, study: Dataset, out_file: Path, *, series_uid: str,
@@ -51,22 +52,26 @@ def write_rtdose(dose_gy: np.ndarray, spacing, origin, study: Dataset, out_file:
 
 
 def read_rtdose(path: Path):
-    """RTDOSE -> (SimpleITK image of dose in Gy, header). Refuses dose that is not in Gy."""
+    """RTDOSE -> (SimpleITK image of dose in Gy, header). Refuses (UserError) dose that is not in Gy."""
     import pydicom
     import SimpleITK as sitk
+    from pydicom.errors import InvalidDicomError
 
-    ds = pydicom.dcmread(path)
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError as e:
+        raise UserError(f"{path}: not a DICOM file ({e})") from None
     if getattr(ds, "Modality", None) != "RTDOSE":
-        raise ValueError(f"{path}: not an RTDOSE")
+        raise UserError(f"{path}: not an RTDOSE")
     if str(getattr(ds, "DoseUnits", "")).upper() != "GY":
-        raise ValueError(f"{path}: DoseUnits {getattr(ds, 'DoseUnits', None)!r}; only GY is supported")
+        raise UserError(f"{path}: DoseUnits {getattr(ds, 'DoseUnits', None)!r}; only GY is supported")
     frames = np.asarray(ds.pixel_array, dtype=np.float64).reshape(int(getattr(ds, "NumberOfFrames", 1)),
                                                                  ds.Rows, ds.Columns)
     dose = frames * float(ds.DoseGridScaling)
     offsets = np.asarray(ds.GridFrameOffsetVector, float) if "GridFrameOffsetVector" in ds else np.zeros(1)
     steps = np.diff(offsets)
     if len(steps) and (np.any(steps <= 0) or np.ptp(steps) > 1e-3):
-        raise ValueError(f"{path}: non-uniform or unsorted GridFrameOffsetVector is not supported")
+        raise UserError(f"{path}: non-uniform or unsorted GridFrameOffsetVector is not supported")
     row, col = np.asarray(ds.ImageOrientationPatient, float).reshape(2, 3)
     image = sitk.GetImageFromArray(dose.astype(np.float32))
     image.SetOrigin([float(v) for v in ds.ImagePositionPatient])

@@ -10,9 +10,10 @@ from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from nnunet_breast.structures.contours import mask_to_polygons
 from nnunet_breast.dicom.common import CT_IMAGE_STORAGE, RTSTRUCT_STORAGE, ds_str, new_file_dataset, now, uid
 from nnunet_breast.dicom.ct import SliceRef
+from nnunet_breast.errors import UserError
+from nnunet_breast.structures.contours import mask_to_polygons
 
 
 @dataclass
@@ -142,10 +143,14 @@ class RoiContours:
 def read_rtstruct(path: Path) -> tuple[Dataset, list[RoiContours]]:
     """All ROIs of an RTSTRUCT, including ROIs without contours (an empty ROI is data, not an error)."""
     import pydicom
+    from pydicom.errors import InvalidDicomError
 
-    ds = pydicom.dcmread(path)
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError as e:
+        raise UserError(f"{path}: not a DICOM file ({e})") from None
     if getattr(ds, "Modality", None) != "RTSTRUCT":
-        raise ValueError(f"{path}: not an RTSTRUCT (Modality {getattr(ds, 'Modality', None)!r})")
+        raise UserError(f"{path}: not an RTSTRUCT (Modality {getattr(ds, 'Modality', None)!r})")
     kinds = {int(o.ReferencedROINumber): str(getattr(o, "RTROIInterpretedType", "") or "") or None
              for o in getattr(ds, "RTROIObservationsSequence", [])}
     contours: dict[int, Dataset] = {int(rc.ReferencedROINumber): rc for rc in getattr(ds, "ROIContourSequence", [])}

@@ -25,11 +25,12 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from nnunet_breast import __version__
-from nnunet_breast.structures import catalog
 from nnunet_breast.dicom.common import copy_patient_study, uid
 from nnunet_breast.dicom.ct import SliceRef
 from nnunet_breast.dicom.ct_reader import CTVolume
 from nnunet_breast.dicom.rtstruct import RoiSpec, write_rtstruct
+from nnunet_breast.errors import UserError
+from nnunet_breast.structures import catalog
 
 PROPOSAL_PREFIX = "PROPOSAL"
 PROPOSAL_DESCRIPTION = f"{PROPOSAL_PREFIX}: automatic draft by nnunet_breast, review and edit before use"
@@ -41,8 +42,8 @@ MAX_ROI_NAME = 64                     # ROIName is LO
 def _identity_direction(ct: CTVolume) -> None:
     d = np.asarray(ct.image.GetDirection(), float).reshape(3, 3)
     if not np.allclose(d, np.eye(3), atol=1e-4):
-        raise ValueError(f"CT direction {np.round(d, 4).tolist()} is not identity: only axial head-first CTs "
-                         f"with identity direction are supported for RTSTRUCT export (contours would be misplaced)")
+        raise UserError(f"CT direction {np.round(d, 4).tolist()} is not identity: only axial head-first CTs "
+                        f"with identity direction are supported for RTSTRUCT export (contours would be misplaced)")
 
 
 def _check_mask(name: str, mask, shape: tuple[int, int, int]) -> np.ndarray:

@@ -15,11 +15,12 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from nnunet_breast.dicom.ct_reader import CTSeriesError, CTVolume, read_ct_series
+from nnunet_breast.errors import UserError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 
-class InputError(ValueError):
+class InputError(UserError):
     """The input holds no usable CT; the message says what was found instead."""
 
 
@@ -68,14 +69,13 @@ def list_inputs(path: Path) -> list[tuple[str, object]]:
         if len(set(ids)) != len(ids):
             raise InputError(f"{path}: several NIfTI files share a case id: {sorted(ids)}")
         return list(zip(ids, others))
-    from nnunet_breast.dataset_conversion.discovery import discover
+    from nnunet_breast.dataset_conversion.discovery import NoCTSeriesError, find_ct_series
 
-    found = discover(path)
-    if not found.pairs:
-        modalities = sorted({why.split(" object")[0] for _, why in found.skipped if " object, series " in why})
-        what = f"only {', '.join(modalities)} series" if modalities else "no readable DICOM CT image"
-        raise InputError(f"{path}: no CT series found ({what}; {len(found.skipped)} file(s) skipped)")
-    return [(pair.ct.series_uid, pair.ct.files) for pair in found.pairs]
+    try:
+        series = find_ct_series(path)
+    except NoCTSeriesError as e:
+        raise InputError(str(e)) from None
+    return [(s.series_uid, s.files) for s in series]
 
 
 def read_input(case: tuple[str, object]) -> InputCT:
@@ -96,3 +96,11 @@ def read_input(case: tuple[str, object]) -> InputCT:
 def load_inputs(path: Path) -> list[InputCT]:
     """Every CT under ``path`` (see the module docstring); raises :class:`InputError` when there is none."""
     return [read_input(c) for c in list_inputs(path)]
+
+
+def check_output_outside(input_path: Path, out_dir: Path) -> None:
+    """Refuse an output folder inside the input folder: inputs are only read, and a rerun would find its own
+    outputs among them."""
+    input_path, out_dir = Path(input_path), Path(out_dir)
+    if input_path.is_dir() and out_dir.resolve().is_relative_to(input_path.resolve()):
+        raise InputError(f"the output {out_dir} lies inside the input {input_path}; choose another folder")

@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_breast.clips.predict import ClipPredictOptions, predict_clips
-from nnunet_breast.util.files import atomic_write_csv
-from nnunet_breast.inference.inputs import InputCT, InputError, list_inputs, read_input
-from nnunet_breast.volumes.components import remove_islands
+from nnunet_breast.clips.predict import ClipPredictOptions, clip_predictions
+from nnunet_breast.errors import UserError
+from nnunet_breast.inference.inputs import InputCT, InputError, check_output_outside, list_inputs, read_input
 from nnunet_breast.inference.predictor import ModelRef, make_predictor, predict_files
 from nnunet_breast.structures.regions import OverlapEncoding
+from nnunet_breast.util.files import atomic_write_csv
+from nnunet_breast.volumes.components import remove_islands
 
 PROPOSAL_NAME = "CTV_TumorBed_proposal"
 MODELS = ("breast", "clips", "both")
@@ -89,21 +90,24 @@ def check_spacing(image: sitk.Image, model: ModelRef, case_id: str, factor: floa
 
 def _validate(opts: PredictOptions) -> None:
     if opts.model not in MODELS:
-        raise ValueError(f"unknown model {opts.model!r}; choose from {MODELS}")
+        raise UserError(f"unknown model {opts.model!r}; choose from {MODELS}")
     if opts.model in ("breast", "both") and opts.breast is None:
-        raise ValueError("the breast model needs -d (the breast dataset it was trained on)")
+        raise UserError("the breast model needs -d (the breast dataset it was trained on)")
     if opts.model in ("clips", "both") and opts.clips is None:
-        raise ValueError("the clip model needs its options (--clips-d ...)")
+        raise UserError("the clip model needs its options (--clips-d ...)")
     if not 0 <= opts.part_id < opts.num_parts:
-        raise ValueError(f"-part_id must be in 0..{opts.num_parts - 1}")
+        raise UserError(f"-part_id must be in 0..{opts.num_parts - 1}")
+    if not opts.margin_mm >= 0:
+        raise UserError(f"--margin-mm must be >= 0, got {opts.margin_mm}")
+    if opts.outlier_mm is not None and not opts.outlier_mm > 0:
+        raise UserError(f"--outlier-mm must be > 0 (0 keeps every clip), got {opts.outlier_mm}")
 
 
 def predict(input_path: Path, out_dir: Path, opts: PredictOptions, progress: bool = True) -> list[CaseResult]:
     """Predict every CT under ``input_path`` (this part of them) into ``out_dir`` (see the module docstring)."""
     _validate(opts)
     out_dir = Path(out_dir)
-    if out_dir.resolve().is_relative_to(Path(input_path).resolve()) and Path(input_path).is_dir():
-        raise InputError(f"the output {out_dir} lies inside the input {input_path}; choose another folder")
+    check_output_outside(input_path, out_dir)
     cases = [read_input(c) for c in list_inputs(input_path)[opts.part_id::opts.num_parts]]
     out_dir.mkdir(parents=True, exist_ok=True)
     results, todo = [], []
@@ -121,7 +125,7 @@ def predict(input_path: Path, out_dir: Path, opts: PredictOptions, progress: boo
     breast_masks = _predict_breast(todo, work, opts) if opts.model in ("breast", "both") else {}
     clip_preds = {}
     if opts.model in ("clips", "both") and todo:
-        preds, _ = predict_clips(todo, work / "clips", opts.clips, progress=progress)
+        preds, _ = clip_predictions(todo, work / "clips", opts.clips, progress=progress)
         clip_preds = {p.case_id: p for p in preds}
     for c in todo:
         results.append(_write_case(c, out_dir, breast_masks.get(c.case_id, {}), clip_preds.get(c.case_id), opts))
@@ -135,7 +139,7 @@ def _predict_breast(cases: list[InputCT], work: Path, opts: PredictOptions) -> d
         return {}
     info = json.loads((opts.breast.folder() / "dataset.json").read_text()).get("nnunet_breast", {})
     if "encoding" not in info:
-        raise ValueError(f"{opts.breast.folder()} was not trained on a dataset from `nnunet-breast convert breast`")
+        raise UserError(f"{opts.breast.folder()} was not trained on a dataset from `nnunet-breast convert breast`")
     encoding = OverlapEncoding.from_json(info["encoding"])
     (work / "ct").mkdir(exist_ok=True)
     for c in cases:
@@ -163,8 +167,8 @@ def _proposal_region(masks: dict[str, np.ndarray], proposal_hull: np.ndarray | N
 
 def _write_case(case: InputCT, out_dir: Path, breast: dict[str, np.ndarray], clips, opts: PredictOptions
                 ) -> CaseResult:
-    from nnunet_breast.volumes.body import body_mask
     from nnunet_breast.clips.tumour_bed import propose_tumour_bed
+    from nnunet_breast.volumes.body import body_mask
 
     cid = case.case_id
     final = out_dir / cid
@@ -187,13 +191,10 @@ def _write_case(case: InputCT, out_dir: Path, breast: dict[str, np.ndarray], cli
         proposals[PROPOSAL_NAME] = proposal
         proposal_cc = round(float(proposal.sum()) * voxel_cc, 2)
         result.n_clips, result.proposal_cc = len(clips.clips), proposal_cc
-        data = json.loads(clips.files["clips_json"].read_text())
-        data["tumour_bed_proposal"] = {"name": PROPOSAL_NAME, "volume_cc": proposal_cc,
-                                       "margin_mm": opts.margin_mm, "clips_used": bed.clips_used,
-                                       "clips_excluded": [e.__dict__ for e in bed.clips_excluded],
-                                       "clipped_to": "predicted breast CTV" if region is not body else "body",
-                                       "note": bed.note}
-        (part / "clips.json").write_text(json.dumps(data, indent=2, default=float))
+        clips.write_json(part / "clips.json", tumour_bed_proposal={
+            "name": PROPOSAL_NAME, "volume_cc": proposal_cc, "margin_mm": opts.margin_mm,
+            "clips_used": bed.clips_used, "clips_excluded": [e.__dict__ for e in bed.clips_excluded],
+            "clipped_to": "predicted breast CTV" if region is not body else "body", "note": bed.note})
     for name, m in {**masks, **proposals}.items():
         out = sitk.GetImageFromArray(m.astype(np.uint8))
         out.CopyInformation(img)

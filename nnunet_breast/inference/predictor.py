@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from nnunet_breast.clips import CLIP_MODEL_DEFAULTS
 from nnunet_breast.env import extended_ext_trainer, model_dir
+from nnunet_breast.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,40 @@ class ModelRef:
                 "checkpoint": self.checkpoint}
 
 
+def folds_arg(values) -> tuple | None:
+    """nnU-Net's -f values: ints, or 'all'; None when not given (every trained fold)."""
+    if not values:
+        return None
+    try:
+        return tuple(v if v == "all" else int(v) for v in values)
+    except ValueError:
+        raise UserError(f"folds must be integers or 'all', got {' '.join(map(str, values))}") from None
+
+
+def clip_model_refs(method: str, dataset_id: int | None, trainer: str | None = None, configuration: str | None = None,
+                    stage2_id: int | None = None, stage2_trainer: str | None = None,
+                    stage2_configuration: str | None = None, plans: str = "nnUNetPlans", folds=None,
+                    stage2_folds=None, checkpoint: str = "checkpoint_final.pth") -> tuple[ModelRef | None, ModelRef | None]:
+    """(stage 1 or single-stage model, stage 2) of a clip method, ``None`` where the method has none; a trainer or
+    configuration left ``None`` takes the method's default (:data:`nnunet_breast.clips.CLIP_MODEL_DEFAULTS`)."""
+    if method == "threshold":
+        return None, None
+    if method not in ("cascade", "single"):
+        raise UserError(f"unknown clip method {method!r}; choose from cascade, single, threshold")
+    if dataset_id is None:
+        raise UserError(f"the clip method {method} needs the clip dataset its model was trained on (--clips-d)")
+    default_tr, default_c = CLIP_MODEL_DEFAULTS["single" if method == "single" else "stage1"]
+    stage1 = ModelRef(dataset_id, trainer or default_tr, configuration or default_c, plans, folds_arg(folds),
+                      checkpoint)
+    if method == "single":
+        return stage1, None
+    if stage2_id is None:
+        raise UserError("the clip cascade needs --stage2-id (the dataset written by `cascade prepare`)")
+    default_tr, default_c = CLIP_MODEL_DEFAULTS["stage2"]
+    return stage1, ModelRef(stage2_id, stage2_trainer or default_tr, stage2_configuration or default_c, plans,
+                            folds_arg(stage2_folds), checkpoint)
+
+
 def default_device() -> str:
     import torch
 
@@ -42,7 +78,7 @@ def default_device() -> str:
 
 def make_predictor(ref: ModelRef, device: str = "cpu", tile_step_size: float = 0.5, use_mirroring: bool = True,
                    verbose: bool = False):
-    """An initialised ``nnUNetPredictor`` for ``ref`` (raises ValueError when the model is missing)."""
+    """An initialised ``nnUNetPredictor`` for ``ref`` (raises UserError when the model is missing)."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -52,11 +88,11 @@ def make_predictor(ref: ModelRef, device: str = "cpu", tile_step_size: float = 0
     if folds is not None:
         missing = [f for f in folds if not (folder / f"fold_{f}" / ref.checkpoint).is_file()]
         if missing:
-            raise ValueError(f"{folder}: no {ref.checkpoint} for fold(s) {missing}")
+            raise UserError(f"{folder}: no {ref.checkpoint} for fold(s) {missing}")
     elif not any(folder.glob(f"fold_*/{ref.checkpoint}")):
-        raise ValueError(f"{folder}: no fold has {ref.checkpoint}; train the model first")
+        raise UserError(f"{folder}: no fold has {ref.checkpoint}; train the model first")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("-device cuda requested but no CUDA GPU is visible; use -device cpu")
+        raise UserError("-device cuda requested but no CUDA GPU is visible; use -device cpu")
     if device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,

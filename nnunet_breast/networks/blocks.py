@@ -21,6 +21,7 @@ import numbers
 from typing import Sequence, Type, Union
 
 import torch
+from dynamic_network_architectures.building_blocks.regularization import DropPath
 from torch import nn
 
 IntOr3 = Union[int, Sequence[int]]
@@ -29,12 +30,12 @@ DEFAULT_NORM_KWARGS = {"eps": 1e-5, "affine": True}
 
 __all__ = [
     "to_3tuple",
+    "plans_lists",
     "conv_output_size",
     "make_norm",
     "make_nonlin",
     "ConvNormAct3d",
     "SqueezeExcite3d",
-    "StochasticDepth",
     "MBConv3d",
 ]
 
@@ -49,6 +50,16 @@ def to_3tuple(value: IntOr3, name: str = "value") -> tuple[int, int, int]:
     if any(v < 1 for v in values):
         raise ValueError(f"{name} entries must be >= 1, got {value!r}")
     return values  # type: ignore[return-value]
+
+
+def plans_lists(strides, kernel_sizes) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    """The plans' per-stage ``strides`` / ``kernel_sizes`` as lists of 3-tuples, checked to have equal lengths."""
+    strides = [to_3tuple(s, "strides entry") for s in strides]
+    kernel_sizes = [to_3tuple(k, "kernel_sizes entry") for k in kernel_sizes]
+    if len(strides) != len(kernel_sizes):
+        raise ValueError(f"strides ({len(strides)} stages) and kernel_sizes ({len(kernel_sizes)} stages) "
+                         "must have one entry per resolution stage")
+    return strides, kernel_sizes
 
 
 def conv_output_size(input_size: Sequence[int], stride: IntOr3) -> list[int]:
@@ -124,6 +135,7 @@ class SqueezeExcite3d(nn.Module):
     ``squeeze_channels = max(1, int(block_in_channels * se_ratio))`` -- like EfficientNet, the bottleneck is
     sized from the *block input* width, not the expanded width. Global average pool -> 1x1x1 conv (bias) -> SiLU
     -> 1x1x1 conv (bias) -> sigmoid gate multiplied onto the input.
+    Not DNA's ``regularization.SqueezeExcite``: its forward pools over dims (2, 3) only, not globally for 3D tensors.
     """
 
     def __init__(self, channels: int, block_in_channels: int, se_ratio: float = 0.25):
@@ -144,34 +156,13 @@ class SqueezeExcite3d(nn.Module):
         return self.squeeze_channels + self.channels  # two 1x1x1 convs on the pooled vector
 
 
-class StochasticDepth(nn.Module):
-    """Per-sample drop path: in training each sample's branch is zeroed with probability ``p`` and the survivors
-    are scaled by ``1 / (1 - p)``; identity in eval mode or with ``p == 0``."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"drop path probability must be in [0, 1), got {p}")
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
-        return x * mask
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
 class MBConv3d(nn.Module):
     """3D mobile inverted bottleneck (EfficientNet's MBConv).
 
     ``[expand 1x1x1 conv -> norm -> act]`` (omitted when ``expand_ratio == 1``) -> depthwise conv (groups = channels,
     per-axis kernel and stride, padding ``k // 2``) -> norm -> act -> squeeze-excite (if ``se_ratio > 0``) ->
     project 1x1x1 conv -> norm (no activation). When the stride is 1 on every axis and ``in == out`` the block is
-    residual: ``x + drop_path(branch(x))``.
+    residual: ``x + drop_path(branch(x))`` with dynamic-network-architectures' (timm's) per-sample ``DropPath``.
     """
 
     def __init__(
@@ -211,7 +202,9 @@ class MBConv3d(nn.Module):
         self.project = ConvNormAct3d(self.mid_channels, self.out_channels, 1, **norm, nonlin=None)
         self.has_residual = all(s == 1 for s in self.stride) and self.in_channels == self.out_channels
         self.drop_path_rate = float(drop_path)  # only applied when the block is residual
-        self.drop_path = StochasticDepth(drop_path) if self.has_residual else nn.Identity()
+        if self.has_residual and not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop path probability must be in [0, 1), got {drop_path}")
+        self.drop_path = DropPath(self.drop_path_rate) if self.has_residual else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.project(self.se(self.depthwise(self.expand(x))))

@@ -13,7 +13,7 @@ nnU-Net locates the network through its import path in the plans::
 
 Encoder
     The EfficientNet stage table is data (:data:`EFFICIENTNET_B0_STAGES`); B1-B3 come from width/depth
-    multipliers with timm's rounding (:func:`round_filters`, :func:`round_repeats`). The 2D classification head
+    multipliers with timm's rounding (DNA's ``make_divisible``, :func:`round_repeats`). The 2D classification head
     (1x1 conv to 1280 channels, pooling, classifier) is not used; the encoder ends with the last MBConv stage.
 
     Resolution levels follow the plans: ``S = len(strides)`` levels, ``D = S - 1`` downsamplings.
@@ -31,12 +31,8 @@ Encoder
     * The skip of each level is the output of its last block.
 
 Decoder
-    U-Net: for level ``D-1 .. 0``: transposed conv (kernel = stride = ``strides[level + 1]``) from the
-    deeper features to the skip's channel count, concatenation with the skip, ``decoder_convs`` blocks to the
-    skip's channel count, and a 1x1x1 segmentation head per level. Blocks are plain U-Net convolutions
-    (``decoder_block="conv"``, default) or depthwise-separable like the encoder's (``"separable"``: 1x1x1 conv
-    + norm + act, then a depthwise conv + norm + act), which cuts the FLOPs from about 23 to 11 GFLOP per
-    64x128x128 patch but was no faster on CPU, where the full-resolution levels are memory-bound.
+    U-Net decoder with a transposed conv, ``decoder_convs`` blocks (plain or depthwise-separable) and a 1x1x1
+    segmentation head per level: :class:`~nnunet_breast.networks.effnet_decoder.UNetDecoder3d`.
 
 Speed
     At full resolution every tensor pass costs the same whatever the FLOPs, so the light stem has 8
@@ -60,11 +56,12 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
+from dynamic_network_architectures.building_blocks.regularization import make_divisible
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
-from .blocks import ConvNormAct3d, MBConv3d, conv_output_size, to_3tuple
+from .blocks import ConvNormAct3d, MBConv3d, conv_output_size, plans_lists
+from .effnet_decoder import UNetDecoder3d
 
 __all__ = [
     "StageSpec",
@@ -73,7 +70,6 @@ __all__ = [
     "EFFICIENTNET_VARIANTS",
     "EXTRA_DOWNSAMPLING_STAGES",
     "MAX_DOWNSAMPLINGS",
-    "round_filters",
     "round_repeats",
     "scaled_stages",
     "EfficientNetEncoder3d",
@@ -122,18 +118,6 @@ EXTRA_DOWNSAMPLING_STAGES: tuple[int, ...] = (5, 7)
 MAX_DOWNSAMPLINGS = 1 + sum(s.stride > 1 for s in EFFICIENTNET_B0_STAGES) + len(EXTRA_DOWNSAMPLING_STAGES)
 
 
-def round_filters(channels: int, width_multiplier: float, divisor: int = 8, round_limit: float = 0.9) -> int:
-    """timm's ``round_channels``: scale, round to a multiple of ``divisor`` (at least ``divisor``) and go one
-    step up when rounding lost more than 10 %."""
-    if not width_multiplier:
-        return int(channels)
-    v = channels * width_multiplier
-    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    if new_v < round_limit * v:
-        new_v += divisor
-    return int(new_v)
-
-
 def round_repeats(repeats: int, depth_multiplier: float) -> int:
     """timm's depth scaling with ``depth_trunc='ceil'`` for single-block-type stages."""
     return int(math.ceil(depth_multiplier * repeats))
@@ -141,8 +125,11 @@ def round_repeats(repeats: int, depth_multiplier: float) -> int:
 
 def scaled_stages(width_multiplier: float, depth_multiplier: float,
                   base: Sequence[StageSpec] = EFFICIENTNET_B0_STAGES) -> list[StageSpec]:
+    """``base`` with timm's width rounding (``make_divisible(channels * width)``) and depth scaling."""
+    if not (width_multiplier > 0 and depth_multiplier > 0):
+        raise ValueError(f"width/depth multipliers must be > 0, got {width_multiplier}, {depth_multiplier}")
     return [
-        StageSpec(s.expand, s.kernel, s.stride, round_filters(s.out_channels, width_multiplier),
+        StageSpec(s.expand, s.kernel, s.stride, make_divisible(s.out_channels * width_multiplier),
                   round_repeats(s.repeats, depth_multiplier))
         for s in base
     ]
@@ -156,15 +143,6 @@ def _resolve(obj, what: str):
     if located is None:
         raise ValueError(f"could not import {what} {obj!r}")
     return located
-
-
-def _plans_lists(strides, kernel_sizes) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
-    strides = [to_3tuple(s, "strides entry") for s in strides]
-    kernel_sizes = [to_3tuple(k, "kernel_sizes entry") for k in kernel_sizes]
-    if len(strides) != len(kernel_sizes):
-        raise ValueError(f"strides ({len(strides)} stages) and kernel_sizes ({len(kernel_sizes)} stages) "
-                         "must have one entry per resolution stage")
-    return strides, kernel_sizes
 
 
 class EfficientNetEncoder3d(nn.Module):
@@ -192,7 +170,7 @@ class EfficientNetEncoder3d(nn.Module):
         stages: Sequence[StageSpec] = EFFICIENTNET_B0_STAGES,
     ):
         super().__init__()
-        self.strides, self.kernel_sizes = _plans_lists(strides, kernel_sizes)
+        self.strides, self.kernel_sizes = plans_lists(strides, kernel_sizes)
         n_down = len(self.strides) - 1
         main_points = [0] + [i for i, s in enumerate(stages, start=1) if s.stride > 1]
         max_down = len(main_points) + len(EXTRA_DOWNSAMPLING_STAGES)
@@ -233,7 +211,7 @@ class EfficientNetEncoder3d(nn.Module):
             return (1, 1, 1)
 
         stride = enter(0)
-        stem_channels = round_filters(EFFICIENTNET_STEM_CHANNELS, width_multiplier)
+        stem_channels = make_divisible(EFFICIENTNET_STEM_CHANNELS * width_multiplier)
         levels[-1]["conv_stem"] = ConvNormAct3d(stem_features, stem_channels,
                                                 adapt(EFFICIENTNET_STEM_KERNEL, len(levels) - 1), stride, **common)
         self.block_stride["conv_stem"], self.block_level["conv_stem"] = stride, len(levels) - 1
@@ -284,96 +262,6 @@ class EfficientNetEncoder3d(nn.Module):
                 total += block.compute_conv_feature_map_size(size)
                 size = block.output_size(size)
         return total
-
-
-class UNetDecoder3d(nn.Module):
-    """U-Net decoder over the skips of an encoder with ``encoder_channels`` / ``strides`` / ``kernel_sizes`` per
-    level. ``deep_supervision`` is a plain attribute (nnU-Net's ``set_deep_supervision_enabled`` toggles it)."""
-
-    def __init__(
-        self,
-        encoder_channels: Sequence[int],
-        strides,
-        kernel_sizes,
-        num_classes: int,
-        decoder_convs: int = 1,
-        norm_op=nn.InstanceNorm3d,
-        norm_op_kwargs: dict | None = None,
-        nonlin=nn.SiLU,
-        nonlin_kwargs: dict | None = None,
-        deep_supervision: bool = False,
-        decoder_block: str = "conv",
-    ):
-        super().__init__()
-        if decoder_convs < 1:
-            raise ValueError(f"decoder_convs must be >= 1, got {decoder_convs}")
-        if decoder_block not in ("separable", "conv"):
-            raise ValueError(f"decoder_block must be 'separable' or 'conv', got {decoder_block!r}")
-        self.strides, self.kernel_sizes = _plans_lists(strides, kernel_sizes)
-        self.encoder_channels = [int(c) for c in encoder_channels]
-        self.num_classes = int(num_classes)
-        self.deep_supervision = bool(deep_supervision)
-        common = dict(norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, nonlin=nonlin, nonlin_kwargs=nonlin_kwargs)
-        n_down = len(self.encoder_channels) - 1
-        self.levels = list(range(n_down - 1, -1, -1))  # decoder stage i works at encoder level self.levels[i]
-        self.upsample = nn.ModuleList()
-        self.stages = nn.ModuleList()
-        self.seg_layers = nn.ModuleList()
-        deeper = self.encoder_channels[-1]
-        for level in self.levels:
-            ch = self.encoder_channels[level]
-            up_stride = self.strides[level + 1]
-            self.upsample.append(nn.ConvTranspose3d(deeper, ch, up_stride, stride=up_stride, bias=True))
-            k = self.kernel_sizes[level]
-            convs = []
-            for j in range(decoder_convs):
-                cin = 2 * ch if j == 0 else ch
-                if decoder_block == "separable":
-                    convs += [ConvNormAct3d(cin, ch, 1, **common), ConvNormAct3d(ch, ch, k, groups=ch, **common)]
-                else:
-                    convs.append(ConvNormAct3d(cin, ch, k, **common))
-            self.stages.append(nn.Sequential(*convs))
-            self.seg_layers.append(nn.Conv3d(ch, self.num_classes, 1, bias=True))
-            deeper = ch
-
-    @staticmethod
-    def _match(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """Crop/zero-pad the upsampled tensor to the skip's size (only differs for sizes not divisible by the
-        strides, e.g. odd inputs outside nnU-Net's patch-based inference)."""
-        if x.shape[2:] == ref.shape[2:]:
-            return x
-        pad = []
-        for have, want in zip(reversed(x.shape[2:]), reversed(ref.shape[2:])):
-            pad += [0, want - have]
-        return F.pad(x, pad)
-
-    def forward(self, skips: Sequence[torch.Tensor]):
-        x = skips[-1]
-        outputs = []
-        last = len(self.stages) - 1
-        for i, level in enumerate(self.levels):
-            skip = skips[level]
-            x = self._match(self.upsample[i](x), skip)
-            x = self.stages[i](torch.cat((x, skip), dim=1))
-            if self.deep_supervision or i == last:
-                outputs.append(self.seg_layers[i](x))
-        outputs = outputs[::-1]  # highest resolution first
-        return outputs if self.deep_supervision else outputs[0]
-
-    def compute_conv_feature_map_size(self, skip_sizes: Sequence[Sequence[int]]) -> int:
-        """``skip_sizes``: spatial size of every encoder level (as from ``EfficientNetEncoder3d.level_sizes``)."""
-        total = 0
-        last = len(self.stages) - 1
-        for i, level in enumerate(self.levels):
-            deeper = skip_sizes[level + 1]
-            up_size = [n * s for n, s in zip(deeper, self.strides[level + 1])]
-            total += self.encoder_channels[level] * math.prod(up_size)
-            size = skip_sizes[level]
-            for conv in self.stages[i]:
-                total += conv.compute_conv_feature_map_size(size)
-            if self.deep_supervision or i == last:
-                total += self.num_classes * math.prod(size)
-        return int(total)
 
 
 class EfficientNetUNet3d(nn.Module):

@@ -80,7 +80,8 @@ def clip_arch_kwargs(strides: Sequence[Sequence[int]], kernel_sizes: Sequence[Se
 
 def clip_architecture(strides, kernel_sizes, **clip_kwargs) -> dict:
     """The plans ``architecture`` entry of the Res-SE-U-Net (see :func:`clip_arch_kwargs`)."""
-    return {"network_class_name": RES_SE_UNET_CLASS, "arch_kwargs": clip_arch_kwargs(strides, kernel_sizes, **clip_kwargs),
+    return {"network_class_name": RES_SE_UNET_CLASS,
+            "arch_kwargs": clip_arch_kwargs(strides, kernel_sizes, **clip_kwargs),
             "_kw_requires_import": list(RES_SE_UNET_REQUIRES_IMPORT)}
 
 
@@ -110,15 +111,15 @@ def build_clip_net(configuration_manager, num_input_channels: int, num_output_ch
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
     passthrough = int(inputs["passthrough_channels"])
+    binary = inputs["binary_threshold_hu"]
     if int(num_input_channels) != 1 + passthrough:
-        binary = inputs["binary_threshold_hu"]
         variant = f"binary HU>={binary:g} channel" if binary is not None else "no binary"
         raise ClipChannelMismatchError(
             f"{owner}: the dataset has {num_input_channels} input channel(s) but this network takes {1 + passthrough} "
             f"(raw HU 'noNorm' CT + {passthrough} passthrough channel(s); {variant}). Use a CT-only (1-channel) "
             "dataset for the location net and the *NoMap ablation, and a CT + stage-1 probability map (2-channel) "
             "dataset for the segmentation net with map.")
-    clip = {"binary_threshold_hu": None if inputs["binary_threshold_hu"] is None else float(inputs["binary_threshold_hu"]),
+    clip = {"binary_threshold_hu": None if binary is None else float(binary),
             "passthrough_channels": passthrough,
             "metal_window": None if inputs["metal_window"] is None else [float(v) for v in inputs["metal_window"]]}
     arch = configuration_manager.configuration["architecture"]

@@ -18,8 +18,8 @@ so the ``arch_kwargs`` of a ResEnc configuration can be reused by swapping ``net
 ``nnunet_breast.networks.res_se_unet.ResSEUNet3d`` and adding the input-layer kwargs
 (``window``, ``binary_threshold_hu``, ``passthrough_channels``, ``se_ratio``, ``se_at``).
 
-Paper-sized default (``networks.plans.clip_arch_kwargs`` on ``PAPER_CLIP_STRIDES``): 6 stages, ``n_blocks_per_stage = [1, 2, 2, 2, 2, 2]`` = 11
-residual blocks, 5 down-samplings -> 5 skip connections, one SE block.
+Paper-sized default (``networks.plans.clip_arch_kwargs`` on ``PAPER_CLIP_STRIDES``): 6 stages,
+``n_blocks_per_stage = [1, 2, 2, 2, 2, 2]`` = 11 residual blocks, 5 down-samplings -> 5 skip connections, one SE block.
 
 SE placement (``se_at``): the paper has exactly one SE block but the text does not say where it sits.  The default
 ``"bottleneck"`` puts it on the bottleneck (deepest encoder stage) output, where channel re-weighting is cheapest and

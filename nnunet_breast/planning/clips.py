@@ -64,8 +64,11 @@ def plan_clips(dataset_id: int, plans_name: str = "nnUNetPlans", location_spacin
     the fine spacing. The fine spacing is
     nnU-Net's own 3d_fullres spacing (the planning CT's) unless ``spacing_mm`` names an isotropic one: the paper's
     2 mm makes a 2 mm clip one voxel thick, and a perfect 2 mm mask pasted back onto a 1 x 1 x 3 mm planning CT
-    scores only DSC 0.64-0.72 (README, clip section).
+    scores only DSC 0.64-0.72 (docs/benchmarks.md).
     """
+    if not (location_spacing_mm > 0 and location_fov_mm > 0 and patch > 0 and (spacing_mm is None or spacing_mm > 0)):
+        raise UserError(f"--location-spacing-mm, --location-fov-mm, --patch and --spacing-mm must be > 0; got "
+                        f"{location_spacing_mm}, {location_fov_mm}, {patch}, {spacing_mm}")
     plans_file, plans, base = read_plans(dataset_id, plans_name, "nnUNetv2_plan_and_preprocess -d {id} --no_pp")
     dataset_json = json.loads((plans_file.parent / "dataset.json").read_text())
     channels = list(dataset_json.get("channel_names", {}).values())

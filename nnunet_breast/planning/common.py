@@ -14,7 +14,8 @@ def preprocessed_folder(dataset_id: int) -> Path:
     return dataset_dir("nnUNet_preprocessed", dataset_id)
 
 
-def read_plans(dataset_id: int, plans_name: str, needs: str = "nnUNetv2_plan_and_preprocess -d {id}") -> tuple[Path, dict, dict]:
+def read_plans(dataset_id: int, plans_name: str,
+               needs: str = "nnUNetv2_plan_and_preprocess -d {id}") -> tuple[Path, dict, dict]:
     """(plans file, plans, its 3d_fullres configuration), or a one-line error saying which stock step to run."""
     plans_file = preprocessed_folder(dataset_id) / f"{plans_name}.json"
     if not plans_file.is_file():

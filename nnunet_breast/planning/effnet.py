@@ -8,7 +8,9 @@ Runs after stock fingerprinting/planning (``nnUNetv2_plan_and_preprocess``):
   feature maps, not PlainConvUNet's. ``inherits_from`` is a shallow update in nnU-Net, so the
   configuration carries its whole ``architecture``.
 * ``3d_effnetb0_paper`` in its own plans file ``nnUNetPlans_effnetb0paper.json``: the paper's recipe,
-  1 x 1 x 3 mm, patch 128 x 128 x 64 (x, y, z), HU window [-160, 240] mapped to [-1, 1]. The window must
+  1 x 1 x 3 mm, patch 128 x 128 x 64 (x, y, z), HU window [-160, 240] mapped to [0, 1] as in the paper (0 = -160 HU, so nnU-Net's zero padding in
+  the loader, the spatial transform, the sliding window and the convolutions reads as fat-like tissue at the
+  window's floor, not as mid-window soft tissue). The window must
   live in a plans file of its own because nnU-Net's CTNormalization reads its clip bounds and mean/std
   from the plans-wide ``foreground_intensity_properties_per_channel``.
 """
@@ -18,6 +20,7 @@ import copy
 
 import numpy as np
 
+from nnunet_breast.errors import UserError
 from nnunet_breast.networks.plans import effnet_architecture
 from nnunet_breast.planning.common import read_plans, write_plans
 
@@ -49,6 +52,8 @@ def _planner_class():
 
 def plan_effnetb0(dataset_id: int, gpu_memory_gb: float = 8.0, plans_name: str = "nnUNetPlans") -> dict:
     """Add ``3d_fullres_effnetb0`` to an existing plans file; returns the new configuration."""
+    if not gpu_memory_gb > 0:
+        raise UserError(f"--gpu-memory-gb must be > 0, got {gpu_memory_gb}")
     plans_file, plans, base = read_plans(dataset_id, plans_name)
     planner = _planner_class()(dataset_id, gpu_memory_target_in_gb=gpu_memory_gb, plans_name=plans_name)
     median = np.array(base["median_image_size_in_voxels"], float)
@@ -86,7 +91,7 @@ def plan_paper(dataset_id: int, source_plans: str = "nnUNetPlans") -> dict:
     paper["plans_name"] = PAPER_PLANS
     paper["configurations"] = {PAPER_CONFIG: config}
     for props in paper["foreground_intensity_properties_per_channel"].values():
-        # CTNormalization: clip to [percentile_00_5, percentile_99_5], then (x - mean) / std -> [-1, 1]
-        props.update({"percentile_00_5": lo, "percentile_99_5": hi, "mean": (lo + hi) / 2, "std": (hi - lo) / 2})
+        # CTNormalization: clip to [percentile_00_5, percentile_99_5], then (x - mean) / std -> [0, 1]
+        props.update({"percentile_00_5": lo, "percentile_99_5": hi, "mean": lo, "std": hi - lo})
     write_plans(source.parent / f"{PAPER_PLANS}.json", paper)
     return config

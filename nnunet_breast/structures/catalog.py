@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from nnunet_breast.errors import UserError
+
 
 @dataclass(frozen=True)
 class Structure:
@@ -98,7 +100,7 @@ def match_name(roi_name: str, mapping: dict[str, str] | None = None) -> str | No
         hit = user.get(normalize(roi_name))
         if hit is not None:
             if hit not in BY_NAME:
-                raise ValueError(f"mapping sends {roi_name!r} to {hit!r}, which is not a catalog structure")
+                raise UserError(f"mapping sends {roi_name!r} to {hit!r}, which is not a catalog structure")
             return hit
     return _INDEX.get(normalize(roi_name))
 

@@ -1,32 +1,55 @@
 """Synthetic cohorts: cases in memory (:func:`make_case`) and written as a TPS export (:func:`write_cohort`)."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from nnunet_breast.structures import catalog
-from nnunet_breast.util.parallel import map_cases
+from nnunet_breast.structures.catalog import BREAST_STRUCTURES
 from nnunet_breast.synth import phantom
-from nnunet_breast.synth.phantom import Case, Grid
+from nnunet_breast.synth.phantom import Case, Grid, case_rng
+from nnunet_breast.util.parallel import map_cases
 
 COHORTS = ("breast", "clips")
+LABELS = ("clinical", "full")
+# Breast cohort, labels="clinical": what a clinic's RTSTRUCT holds. The treated side's CTVs only, per the case's
+# nodal indication (name, probability, nodal CTVs contoured besides the breast), and now and then an OAR left out.
+NODAL_INDICATIONS = (
+    ("breast", 0.5, ()),                                        # node-negative: whole breast only
+    ("breast+L1-L3", 0.2, ("CTVn_L1", "CTVn_L2", "CTVn_L3")),    # axillary levels I-III
+    ("breast+all_nodes", 0.3, ("CTVn_L1", "CTVn_L2", "CTVn_L3", "CTVn_L4", "CTVn_IMN", "CTVn_SCL")),
+)
+OAR_OMISSION = {"Glnd_Thyroid": 0.15, "Esophagus": 0.15}     # each left out of the RTSTRUCT independently
+ALWAYS_CONTOURED = ("Heart", "Lung_L", "Lung_R", "SpinalCord")
 
 
-def case_rng(cohort: str, index: int, seed: int) -> np.random.Generator:
-    """One independent stream per (cohort, case, seed): case 3 is the same whatever N is."""
-    key = int.from_bytes(hashlib.sha256(f"{cohort}/{index}/{seed}".encode()).digest()[:8], "little")
-    return np.random.default_rng(key)
+def clinical_structures(side: str, rng: np.random.Generator) -> tuple[list[str], dict]:
+    """The breast structures a clinical RTSTRUCT of a ``side``-treated patient holds, in catalog order, and
+    what was drawn: ``{"nodal_indication": name, "omitted_oars": [...]}``."""
+    k = int(rng.choice(len(NODAL_INDICATIONS), p=[p for _, p, _ in NODAL_INDICATIONS]))
+    indication, _, nodal = NODAL_INDICATIONS[k]
+    omitted = [name for name, p in OAR_OMISSION.items() if rng.random() < p]
+    keep = {f"CTVp_breast_{side}", *(f"{n}_{side}" for n in nodal), *ALWAYS_CONTOURED,
+            *(n for n in OAR_OMISSION if n not in omitted)}
+    names = [n for n in BREAST_STRUCTURES if n in keep]
+    return names, {"nodal_indication": indication, "omitted_oars": sorted(omitted)}
 
 
-def make_case(cohort: str, index: int, seed: int = 0, size: str = "small") -> Case:
+def make_case(cohort: str, index: int, seed: int = 0, size: str = "small", labels: str = "full") -> Case:
+    """Case ``index`` of a cohort: the same whatever else is generated (one random stream per case).
+
+    ``labels`` (breast cohort): "full" contours all 20 structures on both sides (research re-contouring);
+    "clinical" keeps what a clinic exports (:func:`clinical_structures`), drawn from a stream of its own so
+    that the CT, the dose and every other draw are the same for both. The clip cohort ignores it.
+    """
     if cohort not in COHORTS:
         raise ValueError(f"unknown cohort {cohort!r}; choose from {COHORTS}")
     if size not in phantom.SIZES:
         raise ValueError(f"unknown size {size!r}; choose from {tuple(phantom.SIZES)}")
+    if labels not in LABELS:
+        raise ValueError(f"unknown labels {labels!r}; choose from {LABELS}")
     rng = case_rng(cohort, index, seed)
     grid = phantom.make_grid(rng, size)
     tissues, masks, geo = phantom.build_anatomy(grid, rng)
@@ -44,7 +67,13 @@ def make_case(cohort: str, index: int, seed: int = 0, size: str = "small") -> Ca
         case.masks = {"Clips": case.masks["Clips"]}
     else:
         case.dose = tangential_dose(case, geo)
-    case.meta = {"R_mm": geo["R"]}
+    case.meta["R_mm"] = geo["R"]
+    if cohort == "breast":
+        case.meta["labels"] = labels
+        if labels == "clinical":
+            names, drawn = clinical_structures(side, case_rng(f"{cohort}/labels", index, seed))
+            case.masks = {n: case.masks[n] for n in names}
+            case.meta.update(drawn)
     if size == "slab":
         if case.clips:
             centre = float(np.mean([c["centre_mm"][2] for c in case.clips]))
@@ -127,12 +156,15 @@ def _add_decoys(case: Case, tissues, geo, rng) -> None:
     * a lead marker wire (1 mm) taped along the lumpectomy scar, a 30-50 mm arc on the breast skin;
     * dense cortical bone: 2-4 spots of 1600-1900 HU, 1.5-2.5 mm, in the ribs, sternum or spine (real cortex
       reaches ~1900 HU; the phantom's bone is otherwise 400-1200 HU).
+
+    Their positions (mm) go to ``case.meta["decoys"]``: ``bb`` (centre), ``wire`` (polyline), ``bone`` (centres).
     """
     R, z0, z1 = geo["R"], geo["z0"], geo["z1"]
     c_u, c_v, c_w = geo["breast_c"][case.side]
     semi = geo["breast_semi"]
     to_mm = lambda u, v, w: np.array([u * R, v * R, z0 + w * (z1 - z0)])  # noqa: E731
-    _paint(case, to_mm(c_u, c_v - 1.1 * semi[1], c_w), to_mm(c_u, c_v - 1.1 * semi[1], c_w), 1.2, 2500.0)
+    bb = to_mm(c_u, c_v - 1.1 * semi[1], c_w)
+    _paint(case, bb, bb, 1.2, 2500.0)
     # the scar wire: an arc over the anterior breast surface, off the BB, at a height of its own
     theta0 = float(rng.uniform(-0.9, 0.3)) * (1 if case.side == "L" else -1)
     arc = float(rng.uniform(0.5, 0.8)) * (1 if case.side == "L" else -1)
@@ -142,12 +174,15 @@ def _add_decoys(case: Case, tissues, geo, rng) -> None:
     for p0, p1 in zip(points[:-1], points[1:]):
         _paint(case, p0, p1, 0.5, 30000.0)           # lead: its partial volume still saturates
     # dense cortical bone spots
+    spots = []
     bone = np.argwhere(tissues["bone"] & ~tissues["arms"])
     if len(bone):
         org, sp = np.array(case.grid.origin), np.array(case.grid.spacing)
         for k in rng.choice(len(bone), size=min(len(bone), int(rng.integers(2, 5))), replace=False):
             centre = org + sp * bone[k][::-1]
             _paint(case, centre, centre, float(rng.uniform(1.5, 2.5)), float(rng.uniform(1600, 1900)))
+            spots.append(centre.round(2).tolist())
+    case.meta["decoys"] = {"bb": bb.round(2).tolist(), "wire": [p.round(2).tolist() for p in points], "bone": spots}
 
 
 def tangential_dose(case: Case, geo) -> tuple[Grid, np.ndarray]:
@@ -181,32 +216,28 @@ def tangential_dose(case: Case, geo) -> tuple[Grid, np.ndarray]:
     return dgrid, dose.astype(np.float32)
 
 
-def _write_one(cohort: str, index: int, seed: int, size: str, out: Path) -> Path:
+def _write_one(cohort: str, index: int, seed: int, size: str, out: Path, labels: str = "full") -> Path:
     from nnunet_breast.synth.export import write_case  # pydicom is only needed when writing
 
-    return write_case(make_case(cohort, index, seed, size), out, seed)
+    return write_case(make_case(cohort, index, seed, size, labels), out, seed)
 
 
 def write_cohort(cohort: str, n: int, out: Path, seed: int = 0, size: str = "small", progress: bool = True,
-                 num_processes: int = 1) -> list[Path]:
+                 num_processes: int = 1, labels: str = "full") -> list[Path]:
     """Write ``n`` cases under ``out/<PatientID>/`` as CT slices + RTSTRUCT (+ RTDOSE for breast).
 
     Cases are independent (one random stream each), so ``num_processes`` > 1 writes the same bytes faster
-    (a full-size case takes ~10 s).
+    (a full-size case takes ~10 s). ``labels``: see :func:`make_case` (the CLI's default is "clinical").
     """
+    if labels not in LABELS:
+        raise ValueError(f"unknown labels {labels!r}; choose from {LABELS}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = map_cases(_write_one, [(cohort, i, seed, size, out) for i in range(n)], num_processes,
+    written = map_cases(_write_one, [(cohort, i, seed, size, out, labels) for i in range(n)], num_processes,
                         desc=f"synth {cohort}", progress=progress)
     manifest = {"cohort": cohort, "n": n, "seed": seed, "size": size,
                 "cases": [p.name for p in written], "generator": "nnunet_breast.synth"}
+    if cohort == "breast":
+        manifest["labels"] = labels
     (out / f"synth_{cohort}.json").write_text(json.dumps(manifest, indent=2))
     return written
-
-
-def structure_spelling(name: str, rng: np.random.Generator, site: str) -> str:
-    """Site A exports TG-263 names, site B the free-text names its planners type."""
-    options = catalog.spellings(name)
-    if site == phantom.SITES[0]:
-        return options[0]
-    return options[int(rng.integers(1, len(options)))] if len(options) > 1 else options[0]

@@ -7,14 +7,12 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from nnunet_breast.structures import catalog
 from nnunet_breast.dicom.common import uid
 from nnunet_breast.dicom.ct import write_ct_series
 from nnunet_breast.dicom.rtdose import write_rtdose
 from nnunet_breast.dicom.rtstruct import RoiSpec, write_rtstruct
-from nnunet_breast.synth.cohort import case_rng, structure_spelling
-from nnunet_breast.synth.phantom import SCANNERS, Case
-
+from nnunet_breast.structures import catalog
+from nnunet_breast.synth.phantom import SCANNERS, Case, case_rng, structure_spelling
 
 
 def patient_id(case: Case) -> str:

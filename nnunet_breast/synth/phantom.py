@@ -8,12 +8,13 @@ The masks *are* the ground truth: the RTSTRUCT written from them reproduces them
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
-from nnunet_breast.structures.catalog import BREAST_STRUCTURES
+from nnunet_breast.structures.catalog import BREAST_STRUCTURES, spellings
 
 ALLOWED_OVERLAPS = {frozenset({"CTVn_L4_L", "CTVn_SCL_L"}), frozenset({"CTVn_L4_R", "CTVn_SCL_R"})}
 SITES = ("Site A University Hospital", "Site B Cancer Centre")
@@ -42,13 +43,27 @@ class Case:
     cohort: str
     grid: Grid
     hu: np.ndarray                       # float32 [z, y, x]
-    masks: dict[str, np.ndarray]         # canonical structure name -> bool [z, y, x]
+    masks: dict[str, np.ndarray]         # canonical structure name -> bool [z, y, x]: what the RTSTRUCT holds
     side: str                            # treated side, "L" or "R"
     contrast: bool
     site: str
     meta: dict = field(default_factory=dict)
     clips: list[dict] = field(default_factory=list)   # clip cohort: per-clip centre (mm) and axis
     dose: tuple[Grid, np.ndarray] | None = None        # breast cohort: (dose grid, Gy [z, y, x])
+
+
+def case_rng(cohort: str, index: int, seed: int) -> np.random.Generator:
+    """One independent stream per (cohort, case, seed): case 3 is the same whatever N is."""
+    key = int.from_bytes(hashlib.sha256(f"{cohort}/{index}/{seed}".encode()).digest()[:8], "little")
+    return np.random.default_rng(key)
+
+
+def structure_spelling(name: str, rng: np.random.Generator, site: str) -> str:
+    """Site A exports TG-263 names, site B the free-text names its planners type."""
+    options = spellings(name)
+    if site == SITES[0]:
+        return options[0]
+    return options[int(rng.integers(1, len(options)))] if len(options) > 1 else options[0]
 
 
 SIZES = {"small": (96, 44), "full": (512, 100), "slab": (512, 100)}

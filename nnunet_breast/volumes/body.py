@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from nnunet_breast.volumes.components import label_components
+
 
 def _ball(radius_mm: float, spacing_zyx) -> np.ndarray:
     r = [max(0, int(np.floor(radius_mm / s))) for s in spacing_zyx]
@@ -23,12 +25,10 @@ def body_mask(hu: np.ndarray, spacing_xyz, air_hu: float = -150.0, radius_mm: fl
     ball = _ball(radius_mm, spacing_zyx)
     tissue = ndimage.binary_opening(tissue, ball)
     tissue = ndimage.binary_closing(tissue, ball, border_value=0)
-    labels, n = ndimage.label(tissue)
-    if n == 0:
+    labels, sizes = label_components(tissue, connectivity=1)   # 6-connectivity (face neighbours)
+    if len(sizes) == 0:
         return np.zeros_like(tissue)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    body = labels == int(np.argmax(sizes))
+    body = labels == int(np.argmax(sizes)) + 1
     for k in range(body.shape[0]):
         body[k] = ndimage.binary_fill_holes(body[k])
     return body

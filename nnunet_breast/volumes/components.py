@@ -1,13 +1,60 @@
-"""Small disconnected islands of a predicted mask: noise to a planner, thousands of contours to a TPS.
+"""Connected components of a mask: the one place where voxels are grouped into objects.
 
-An under-trained or confused model leaves speckle; written to an RTSTRUCT each speck becomes a contour,
-and a structure with thousands of them is both useless and slow to load. Components below a volume are
-dropped (26-connectivity); the biggest component is always kept, so a small structure never vanishes.
+:func:`label_components` labels a mask. Its default is full connectivity (26 neighbours in 3D, 8 in 2D),
+which is how a surgical clip, a speck of a prediction or a clip of the reference is counted everywhere
+(clip detection, the clip table, the tumour bed, island removal); ``connectivity=1`` gives face neighbours
+only (6 in 3D), which the body mask uses. :func:`components` adds the centroids in mm.
+
+Small disconnected islands of a predicted mask are noise to a planner and thousands of contours to a
+TPS: written to an RTSTRUCT each speck becomes a contour, and a structure with thousands of them is both
+useless and slow to load. :func:`remove_islands` drops components below a volume (26-connectivity); the
+biggest component is always kept, so a small structure never vanishes.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+
+__all__ = ["label_components", "components", "remove_islands"]
+
+
+def label_components(mask: np.ndarray, min_voxels: int = 1, connectivity: int | None = None):
+    """Label the connected components of ``mask``; returns ``(labels, sizes)``.
+
+    ``connectivity`` is the largest number of axes along which two neighbours may differ (as in
+    :func:`scipy.ndimage.generate_binary_structure`); ``None`` means ``mask.ndim``, full connectivity.
+    Components smaller than ``min_voxels`` are discarded. ``labels`` numbers the kept components 1..n in
+    scan order and ``sizes`` is the (n,) array of their voxel counts.
+    """
+    mask = np.asarray(mask, bool)
+    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim if connectivity is None else connectivity)
+    labels, n = ndimage.label(mask, structure=structure)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    if min_voxels > 1 and n:
+        keep = sizes >= min_voxels
+        remap = np.zeros(n + 1, labels.dtype)
+        remap[1:][keep] = np.arange(1, int(keep.sum()) + 1)
+        labels, sizes = remap[labels], sizes[keep]
+    return labels, sizes
+
+
+def components(mask: np.ndarray, spacing_zyx, origin_zyx=None, min_voxels: int = 1):
+    """:func:`label_components` (full connectivity) with the centroids in mm.
+
+    Returns ``(labels, centroids_mm, sizes)``: ``labels`` numbers the kept components 1..n, their
+    centroids (voxel centre of mass times the spacing, plus the origin; direction taken as identity) are
+    an (n, ndim) array and their voxel counts an (n,) array. Spacing and origin are ``(z, y, x)`` mm.
+    """
+    mask = np.asarray(mask, bool)
+    nd = mask.ndim
+    labels, sizes = label_components(mask, min_voxels)
+    n = len(sizes)
+    spacing = np.asarray(spacing_zyx, np.float64)
+    origin = np.zeros(nd) if origin_zyx is None else np.asarray(origin_zyx, np.float64)
+    if n == 0:
+        return labels, np.zeros((0, nd)), sizes
+    com = np.array(ndimage.center_of_mass(mask, labels, np.arange(1, n + 1)), np.float64).reshape(n, nd)
+    return labels, com * spacing + origin, sizes
 
 
 def remove_islands(mask: np.ndarray, spacing_zyx, min_volume_mm3: float, keep_largest: bool = True) -> np.ndarray:
@@ -15,9 +62,8 @@ def remove_islands(mask: np.ndarray, spacing_zyx, min_volume_mm3: float, keep_la
     mask = np.asarray(mask, bool)
     if min_volume_mm3 <= 0 or not mask.any():
         return mask
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
-    sizes = np.bincount(labels.ravel(), minlength=n + 1) * float(np.prod(spacing_zyx))
-    sizes[0] = 0
+    labels, counts = label_components(mask)
+    sizes = np.concatenate([[0], counts]) * float(np.prod(spacing_zyx))
     keep = sizes >= min_volume_mm3
     if keep_largest:
         keep[int(np.argmax(sizes))] = True

@@ -1,0 +1,66 @@
+"""Argument groups shared by commands, so that an option is spelled one way everywhere (argparse only).
+
+``predict`` and ``predict-clips`` both take the clip model as
+
+  --clips-method {cascade,single,threshold} --clips-d ID [--clips-tr T] [--clips-c C] [--clips-f F ...]
+  --stage2-id ID [--stage2-tr T] [--stage2-c C] [--stage2-f F ...] [--threshold-hu HU] [--min-clip-mm3 V]
+
+and nnU-Net's predictor options as nnUNetv2_predict spells them (-p, -chk, -device, --disable_tta, -npp, -nps).
+Defaults of the clip models: :data:`nnunet_breast.clips.CLIP_MODEL_DEFAULTS`, filled in by
+:func:`nnunet_breast.inference.predictor.clip_model_refs`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nnunet_breast.clips import CLIP_MODEL_DEFAULTS, DEFAULT_THRESHOLD_HU, MIN_CLIP_MM3
+
+CLIP_METHODS = ("cascade", "single", "threshold")
+
+
+def add_input_output(p) -> None:
+    p.add_argument("-i", "--input", required=True, type=Path, help="DICOM folder or NIfTI file/folder (read only)")
+    p.add_argument("-o", "--output", required=True, type=Path)
+
+
+def add_clip_model(p):
+    """The clip-model group; read it back with :func:`clip_model_kwargs`."""
+    (t1, c1), (t2, c2), (ts, cs) = (CLIP_MODEL_DEFAULTS[k] for k in ("stage1", "stage2", "single"))
+    g = p.add_argument_group("clip model")
+    g.add_argument("--clips-method", choices=CLIP_METHODS, default="cascade",
+                   help="cascade: stage 1 (whole CT) -> ROI -> stage 2 (default); single: one model on the whole CT; "
+                        "threshold: HU threshold inside the body (no model)")
+    g.add_argument("--clips-d", type=int, help="clip dataset of stage 1 / the single-stage model")
+    g.add_argument("--clips-tr", help=f"stage-1 trainer ({t1}; single: {ts})")
+    g.add_argument("--clips-c", help=f"stage-1 configuration ({c1}; single: {cs})")
+    g.add_argument("--clips-f", nargs="+", help="stage-1 folds (default: all trained folds)")
+    g.add_argument("--stage2-id", type=int, help="stage-2 dataset (written by `cascade prepare`)")
+    g.add_argument("--stage2-tr", help=f"stage-2 trainer ({t2})")
+    g.add_argument("--stage2-c", help=f"stage-2 configuration ({c2})")
+    g.add_argument("--stage2-f", nargs="+", help="stage-2 folds (default: all trained folds)")
+    g.add_argument("--threshold-hu", type=float, default=DEFAULT_THRESHOLD_HU,
+                   help=f"threshold method: HU ({DEFAULT_THRESHOLD_HU:g})")
+    g.add_argument("--min-clip-mm3", type=float, default=MIN_CLIP_MM3,
+                   help=f"drop clip components smaller than this ({MIN_CLIP_MM3:g} mm^3: half the metal of the "
+                        "smallest clip)")
+    return g
+
+
+def clip_model_kwargs(args) -> dict:
+    """The clip-model options as keyword arguments of :func:`nnunet_breast.inference.predictor.clip_model_refs`."""
+    return {"method": args.clips_method, "dataset_id": args.clips_d, "trainer": args.clips_tr,
+            "configuration": args.clips_c, "folds": args.clips_f, "stage2_id": args.stage2_id,
+            "stage2_trainer": args.stage2_tr, "stage2_configuration": args.stage2_c, "stage2_folds": args.stage2_f,
+            "plans": args.plans, "checkpoint": args.checkpoint}
+
+
+def add_predictor(p):
+    """nnU-Net's predictor options, spelled as nnUNetv2_predict spells them."""
+    g = p.add_argument_group("nnU-Net predictor")
+    g.add_argument("-p", "--plans", default="nnUNetPlans", help="plans of every model (nnUNetPlans)")
+    g.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth")
+    g.add_argument("-device", "--device", choices=("cuda", "cpu"), help="default: cuda when available")
+    g.add_argument("--disable_tta", action="store_true", help="no test-time mirroring (faster)")
+    g.add_argument("-npp", type=int, default=1, help="nnU-Net preprocessing processes")
+    g.add_argument("-nps", type=int, default=1, help="nnU-Net export processes")
+    return g

@@ -1,0 +1,130 @@
+"""Partial labels: a structure not contoured in a case teaches that case nothing.
+
+A clinical structure set of a left-sided patient holds the left CTVs only, often not every nodal level and
+now and then no thyroid or esophagus. Written as background, those voxels would teach the model that the right
+breast is not ``CTVp_breast_R``. The converter records which structures each case annotates (dataset.json,
+``nnunet_breast.annotated``: case -> structures; nnU-Net copies dataset.json into the preprocessed folder),
+and the breast trainers weight nnU-Net's region loss (BCE + soft Dice) per case and per structure: an
+unannotated structure adds exactly nothing, at every deep-supervision scale; an annotated structure trains as
+before, also where it is empty (then it is background). With every structure annotated the loss equals
+nnU-Net's ``DC_and_BCE_loss``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnunet_breast.errors import UserError
+
+#: dataset.json key (inside "nnunet_breast") of the per-case annotation record
+ANNOTATED_KEY = "annotated"
+
+
+def annotation_record(dataset_json: dict) -> dict[str, list[str]] | None:
+    """case -> annotated structures, or None when the dataset has no record (every structure annotated)."""
+    record = dataset_json.get("nnunet_breast", {}).get(ANNOTATED_KEY)
+    return None if record is None else {str(k): list(v) for k, v in record.items()}
+
+
+def is_partial(record: dict[str, list[str]] | None, structures: list[str]) -> bool:
+    return record is not None and any(set(structures) - set(names) for names in record.values())
+
+
+def channel_mask(record: dict[str, list[str]], cases, structures: list[str]) -> torch.Tensor:
+    """(cases, structures) float mask: 1 where the case annotates the structure (= output channel)."""
+    rows = []
+    for case in cases:
+        names = record.get(str(case))
+        if names is None:
+            raise UserError(f"case {case} is missing from dataset.json's annotation record "
+                            f"(nnunet_breast.{ANNOTATED_KEY}); reconvert the dataset with `nnunet-breast convert`")
+        rows.append([float(s in names) for s in structures])
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+class PartialLabelRegionLoss(nn.Module):
+    """nnU-Net's region loss (BCE + soft Dice, sigmoid per region) weighted by :attr:`channel_mask`.
+
+    ``channel_mask`` ((batch, regions), set by the trainer before each step) zeroes a structure's BCE and
+    leaves it out of the Dice mean for the cases that do not annotate it. None: every structure annotated.
+    """
+
+    def __init__(self, batch_dice: bool, smooth: float = 1e-5, ddp: bool = False):
+        super().__init__()
+        self.batch_dice, self.smooth, self.ddp = batch_dice, smooth, ddp
+        self.channel_mask: torch.Tensor | None = None
+
+    def forward(self, net_output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        x, y = net_output.float(), target.float()
+        b, c = x.shape[:2]
+        m = torch.ones((b, c), device=x.device) if self.channel_mask is None else self.channel_mask.to(x.device)
+        if m.shape != (b, c):
+            raise ValueError(f"channel mask {tuple(m.shape)} does not match the output's (batch, regions) {(b, c)}")
+        if not m.any():
+            return x.sum() * 0.0
+        spatial = tuple(range(2, x.ndim))
+        voxels = math.prod(x.shape[2:])
+        bce = F.binary_cross_entropy_with_logits(x, y, reduction="none").sum(spatial)         # (b, c)
+        bce = (bce * m).sum() / (m.sum() * voxels)
+        p = torch.sigmoid(x)
+        intersect, sum_pred, sum_gt = ((p * y).sum(spatial) * m, p.sum(spatial) * m, y.sum(spatial) * m)
+        if self.batch_dice:
+            counts = m
+            if self.ddp:
+                from nnunetv2.utilities.ddp_allgather import AllGatherGrad
+
+                intersect, sum_pred, sum_gt, counts = (AllGatherGrad.apply(t).sum(0)
+                                                       for t in (intersect, sum_pred, sum_gt, counts))
+            intersect, sum_pred, sum_gt, counts = intersect.sum(0), sum_pred.sum(0), sum_gt.sum(0), counts.sum(0)
+            dc = (2 * intersect + self.smooth) / (sum_gt + sum_pred + self.smooth).clamp_min(1e-8)
+            dice = dc[counts > 0].mean()
+        else:
+            dc = (2 * intersect + self.smooth) / (sum_gt + sum_pred + self.smooth).clamp_min(1e-8)
+            dice = (dc * m).sum() / m.sum()
+        return bce - dice
+
+
+class PartialLabels:
+    """Trainer mixin (before nnU-Net's trainer in the bases): the partial-label loss when the dataset's
+    annotation record says some case lacks some structure; nnU-Net's own loss otherwise."""
+
+    def _build_loss(self):
+        loss = super()._build_loss()
+        record = annotation_record(self.dataset_json)
+        structures = [n for n in self.dataset_json["labels"] if n != "background"]
+        self._annotations = record if is_partial(record, structures) else None
+        if self._annotations is None:
+            return loss
+        if not self.label_manager.has_regions:
+            raise UserError("partial annotations need region-based training (sigmoid per structure); this dataset's "
+                            "labels are mutually exclusive classes")
+        from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+        cases = infer_dataset_class(self.preprocessed_dataset_folder).get_identifiers(self.preprocessed_dataset_folder)
+        channel_mask(self._annotations, cases, structures)          # every case must be in the record
+        self._structures = structures
+        n_partial = sum(bool(set(structures) - set(self._annotations.get(c, structures))) for c in cases)
+        self.print_to_log_file(f"partial labels: {n_partial} of {len(cases)} cases lack some structure; the loss "
+                               "ignores, per case, the structures it did not annotate")
+        inner = PartialLabelRegionLoss(self.configuration_manager.batch_dice, ddp=self.is_ddp)
+        if hasattr(loss, "loss") and hasattr(loss, "weight_factors"):      # nnU-Net's DeepSupervisionWrapper
+            loss.loss = inner
+            return loss
+        return inner
+
+    def _set_channel_mask(self, batch: dict) -> None:
+        if getattr(self, "_annotations", None) is None:
+            return
+        inner = getattr(self.loss, "loss", self.loss)
+        inner.channel_mask = channel_mask(self._annotations, batch["keys"], self._structures).to(self.device)
+
+    def train_step(self, batch: dict) -> dict:
+        self._set_channel_mask(batch)
+        return super().train_step(batch)
+
+    def validation_step(self, batch: dict) -> dict:
+        self._set_channel_mask(batch)
+        return super().validation_step(batch)
