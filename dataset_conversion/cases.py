@@ -173,11 +173,18 @@ def nifti_sources(root: Path) -> list[SourceCase]:
 
 def treated_side(masks: dict[str, np.ndarray], image: sitk.Image, cohort: str, body: np.ndarray | None = None,
                  dose_side: str = "unknown") -> str:
-    """L or R: the clips' side of the body midline, the only breast CTV's side, or the dose's; else unknown."""
+    """L or R: the clips' side of the body midline, the only breast CTV's side, or the dose's; else unknown.
+
+    Sides are patient coordinates (DICOM LPS: +x is the patient's left), through ``image``'s direction, so any
+    patient position and storage order gives the same answer."""
     if cohort == "clips" and "Clips" in masks and body is not None and body.any():
-        x_clips = np.argwhere(masks["Clips"])[:, 2].mean()
-        x_body = np.argwhere(body)[:, 2].mean()
-        column = np.asarray(image.GetDirection()).reshape(3, 3)[:, 0]   # patient direction of +column
-        return "L" if (x_clips - x_body) * column[0] > 0 else "R"       # DICOM LPS: +x is patient left
+        x_clips = _patient_x(np.argwhere(masks["Clips"]).mean(axis=0), image)
+        x_body = _patient_x(np.argwhere(body).mean(axis=0), image)
+        return "L" if x_clips > x_body else "R"
     sides = [s for s in "LR" if f"CTVp_breast_{s}" in masks]
     return sides[0] if len(sides) == 1 else dose_side
+
+
+def _patient_x(index_zyx: np.ndarray, image: sitk.Image) -> float:
+    """Patient x (mm, LPS) of a continuous voxel index [z, y, x] of ``image``."""
+    return image.TransformContinuousIndexToPhysicalPoint([float(v) for v in index_zyx[::-1]])[0]

@@ -14,6 +14,11 @@ contour, even if no voxel centre lies inside it) or given as a NIfTI mask; an RO
 is not. The clip cohort's record is complete (``["Clips"]`` for every case: no clip ROI = no clips). The
 record covers exactly the cases in ``labelsTr``; nnU-Net copies dataset.json into the preprocessed folder,
 where the breast trainers read it (``trainers/partial_labels.py``).
+
+Orientation: any patient position converts (head- or feet-first, supine, prone, decubitus, any axial storage
+order); images and labels are written with their voxels in the LPS layout (the identity direction, as a
+head-first supine CT; :func:`nnunet_breast.volumes.orientation.to_lps`: no resampling, every voxel keeps its
+patient position), the layout ``nnunet-breast predict`` shows the models. A non-axial series is refused.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ from nnunet_breast.structures import catalog
 from nnunet_breast.structures.regions import OverlapEncoding, build_encoding, merge_encodings
 from nnunet_breast.util.files import atomic_write_csv, atomic_write_text
 from nnunet_breast.volumes.body import air_outside_body
+from nnunet_breast.volumes.orientation import array_to_lps, axial_problem, to_lps
 
 log = logging.getLogger(__name__)
 COHORTS = {"breast": catalog.BREAST_STRUCTURES, "clips": catalog.CLIP_STRUCTURES}
@@ -130,7 +136,13 @@ def _convert_one(src: SourceCase, opts: ConvertOptions, staging: Path) -> dict:
     """Worker: read, rasterise, write image + structure bits to staging; returns the case record."""
     wanted = COHORTS[opts.cohort]
     case = load_case(src, opts.mapping, wanted, opts.point_radius_mm)
-    image = case.image
+    problem = axial_problem(case.image.GetDirection())
+    if problem:
+        raise CaseError(problem)
+    # the voxels in the LPS layout (a head-first supine CT as it is): prediction shows the models every CT so
+    image = to_lps(case.image)
+    case.masks = {name: np.ascontiguousarray(array_to_lps(m, case.image.GetDirection()))
+                  for name, m in case.masks.items()}
     body = None
     if opts.cohort == "clips":
         image, body = air_outside_body(image)

@@ -40,13 +40,32 @@ def load_dataset_encoding(dataset_json: Path) -> tuple[OverlapEncoding, str]:
     return OverlapEncoding.from_json(ours["encoding"]), ours["cohort"]
 
 
-def read_prediction(pred_dir: Path, case_id: str, encoding: OverlapEncoding) -> dict[str, np.ndarray]:
+def _on_reference_grid(image: sitk.Image, reference: sitk.Image, case_id: str) -> np.ndarray:
+    """The prediction's voxels in the reference's order. A mask predicted on the CT grid of a prone, feet-first or
+    decubitus DICOM scan holds the voxels of the converted label (written in the LPS layout) in another order;
+    a grid that is not the same voxels is refused rather than compared index by index."""
+    from nnunet_breast.volumes.orientation import array_from_lps, to_lps
+
+    if np.allclose(image.GetDirection(), reference.GetDirection(), atol=1e-4):
+        return sitk.GetArrayFromImage(image)
+    a, b = to_lps(image), to_lps(reference)
+    if a.GetSize() != b.GetSize() or not np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-2) \
+            or not np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-4):
+        raise UserError(f"{case_id}: the prediction's grid is not the reference's (another CT or resampled)")
+    return np.ascontiguousarray(array_from_lps(sitk.GetArrayFromImage(a), reference.GetDirection()))
+
+
+def read_prediction(pred_dir: Path, case_id: str, encoding: OverlapEncoding,
+                    reference: sitk.Image | None = None) -> dict[str, np.ndarray]:
+    """A case's prediction (nnU-Net's npz, or a label map NIfTI brought onto ``reference``'s voxel order)."""
     npz = pred_dir / f"{case_id}.npz"
     if npz.is_file():
         return encoding.decode_regions(np.load(npz)["probabilities"])
     nii = pred_dir / f"{case_id}.nii.gz"
     if nii.is_file():
-        return encoding.decode(sitk.GetArrayFromImage(sitk.ReadImage(str(nii))).astype(np.int64))
+        image = sitk.ReadImage(str(nii))
+        arr = sitk.GetArrayFromImage(image) if reference is None else _on_reference_grid(image, reference, case_id)
+        return encoding.decode(arr.astype(np.int64))
     raise UserError(f"no prediction for {case_id} in {pred_dir} (<case>.npz or <case>.nii.gz)")
 
 
@@ -54,7 +73,7 @@ def evaluate_one(case_id: str, ref_dir: Path, pred_dir: Path, encoding: OverlapE
                  tolerance_mm: float) -> tuple[list[dict], ClipScore | None]:
     ref_img = sitk.ReadImage(str(ref_dir / f"{case_id}.nii.gz"))
     ref = encoding.decode(sitk.GetArrayFromImage(ref_img).astype(np.int64))
-    pred = read_prediction(pred_dir, case_id, encoding)
+    pred = read_prediction(pred_dir, case_id, encoding, ref_img)
     shape = next(iter(ref.values())).shape
     if next(iter(pred.values())).shape != shape:
         raise UserError(f"{case_id}: prediction shape {next(iter(pred.values())).shape} != reference {shape}")

@@ -44,6 +44,43 @@ def breast_dataset(breast_export, tmp_path_factory):
     return convert(ConvertOptions("breast", breast_export, 501, "Test", raw), progress=False)
 
 
+@pytest.fixture(scope="session")
+def breast501(breast_clinical_export, tmp_path_factory):
+    """Dataset 501 converted from the clinical export, split, checked, planned and preprocessed once per session,
+    in nnU-Net folders of its own, for the two files that train on it (test_convert_nnunet.py: stock 3d_fullres
+    on our splits; test_effnet_nnunet.py: our configurations).
+
+    ``nnunet-breast splits`` writes three stratified folds before planning (``splits``: as written), then stock
+    ``nnUNetv2_plan_and_preprocess --verify_dataset_integrity`` and ``nnunet-breast plan``. ``run(*cmd)`` runs a
+    console script in that environment and asserts it succeeded.
+    """
+    import json
+    import os
+
+    from nnunet_breast import env
+
+    root = tmp_path_factory.mktemp("nnunet501")
+    dirs = {v: root / v for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for p in dirs.values():
+        p.mkdir()
+    environ = env.child_environ(**dict(os.environ, **{k: str(v) for k, v in dirs.items()}, nnUNet_def_n_proc="1",
+                                       nnUNet_n_proc_DA="1", nnUNet_compile="false"))
+
+    def run(*cmd):
+        r = subprocess.run([console_script(cmd[0]), *map(str, cmd[1:])], capture_output=True, text=True,
+                           env=environ)
+        assert r.returncode == 0, (cmd, r.stdout[-3000:], r.stderr[-3000:])
+        return r
+
+    run("nnunet-breast", "convert", "breast", "--input", breast_clinical_export, "--dataset-id", "501", "-np", "1")
+    run("nnunet-breast", "splits", "-d", "501", "--stratify", "contrast,site", "--folds", "3")
+    pre = dirs["nnUNet_preprocessed"] / "Dataset501_BreastRT"
+    splits = json.loads((pre / "splits_final.json").read_text())
+    run("nnUNetv2_plan_and_preprocess", "-d", "501", "-c", "3d_fullres", "-np", "1", "--verify_dataset_integrity")
+    run("nnunet-breast", "plan", "-d", "501", "--gpu-memory-gb", "8")
+    return {"dirs": dirs, "run": run, "environ": environ, "splits": splits, "preprocessed": pre}
+
+
 @pytest.fixture
 def nnunet_dirs(tmp_path, monkeypatch) -> dict[str, str]:
     """Fresh nnUNet_raw/preprocessed/results folders, exported for this test and its subprocesses."""
@@ -112,3 +149,33 @@ def assert_stock_nnunet_builds_our_configurations(preprocessed_dataset: Path) ->
             assert torch.isfinite(out[0]).all(), name
             built.append(name)
     return built
+
+
+@pytest.fixture(scope="session")
+def rtstruct_matches_masks():
+    """rtstruct_matches_masks(predict case folder) -> {ROI: number of contours}; see below."""
+    return assert_rtstruct_matches_masks
+
+
+def assert_rtstruct_matches_masks(case_folder: Path) -> dict[str, int]:
+    """Every mask of a ``predict`` case folder is an ROI of its RTSTRUCT, with contours exactly when the mask is
+    non-empty, each contour on a CT slice where the mask has voxels and the mask's voxels on every such slice
+    covered by some contour (planes and contours agree both ways); returns the number of contours per ROI."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from nnunet_breast.dicom.rtstruct import read_rtstruct
+
+    [rs] = case_folder.glob("RS.*.dcm")
+    rois = {r.name: r for r in read_rtstruct(rs)[1]}
+    counts = {}
+    for mask_file in sorted((case_folder / "masks").glob("*.nii.gz")):
+        name = mask_file.name[: -len(".nii.gz")]
+        img = sitk.ReadImage(str(mask_file))
+        mask = sitk.GetArrayFromImage(img) > 0
+        contours = rois[name].contours
+        assert bool(contours) == bool(mask.any()), (name, len(contours), int(mask.sum()))
+        planes = {img.TransformPhysicalPointToIndex([float(v) for v in pts[0]])[2] for _, pts in contours}
+        assert planes == set(np.flatnonzero(mask.any(axis=(1, 2))).tolist()), name
+        counts[name] = len(contours)
+    return counts

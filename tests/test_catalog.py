@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from nnunet_breast.structures import catalog
@@ -29,10 +31,45 @@ def test_synonyms_match_case_space_and_separator_insensitively(written, canonica
     assert catalog.match_name(written) == canonical
 
 
+SIDE_WORDS = {"l": "L", "lt": "L", "left": "L", "lft": "L", "r": "R", "rt": "R", "right": "R", "rgt": "R"}
+
+
+def side_words(spelling: str) -> set[str]:
+    """Sides a spelling names: side words as separate tokens in any position and case ("Lung (Left)", "lt lung",
+    "CTV_L1_RT"; "L1" is a nodal level, not a side), or glued in front of a capitalised word ("LLung")."""
+    sides = set()
+    for token in re.split(r"[\s_\-.()+/]+", spelling):
+        glued = re.match(r"(Left|Right|Lft|Rgt|Lt|Rt|L|R)(?=[A-Z][a-z])", token)
+        word = token.lower() if token.lower() in SIDE_WORDS else glued and glued.group(1).lower()
+        if word:
+            sides.add(SIDE_WORDS[word])
+    return sides
+
+
+def side_mismatches(structures) -> list[str]:
+    """Spellings whose side words disagree with their structure's side (a midline structure names none)."""
+    return [f"{spelling!r} filed under {s.name}" for s in structures for spelling in (s.name,) + s.synonyms
+            if side_words(spelling) != ({s.side} if s.side else set())]
+
+
+@pytest.mark.parametrize("spelling, sides", [
+    ("Lung (Left)", {"L"}), ("lung-left", {"L"}), ("LT LUNG", {"L"}), ("LLung", {"L"}), ("Lung_Lft", {"L"}),
+    ("RIGHT LUNG", {"R"}), ("RLung", {"R"}), ("CTV_L1_Rt", {"R"}), ("rgt_IMN", {"R"}), ("CTVn_L4", set()),
+    ("LUNG", set()), ("Left/Right", {"L", "R"}), ("Heart", set()),
+])
+def test_side_words_are_found_in_any_position_and_case(spelling, sides):
+    assert side_words(spelling) == sides
+
+
 def test_sides_are_never_confused():
+    """Every spelling's side words name its structure's side, and it matches that structure."""
+    assert side_mismatches(catalog.STRUCTURES) == []
     for s in catalog.STRUCTURES:
         for spelling in s.synonyms:
             assert catalog.match_name(spelling) == s.name
+    lung_r = catalog.BY_NAME["Lung_R"]     # the check itself catches a left spelling filed under the right lung
+    misfiled = catalog.Structure(lung_r.name, lung_r.kind, lung_r.color, lung_r.synonyms + ("Lung Left",), "R")
+    assert side_mismatches([misfiled]) == ["'Lung Left' filed under Lung_R"]
 
 
 def test_unknown_names_are_reported_not_dropped():

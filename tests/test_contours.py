@@ -1,9 +1,13 @@
-"""Tests for nnunet_breast.structures.contours: scanline rasteriser vs brute force, exact mask round trips."""
+"""Tests for nnunet_breast.structures.contours: scanline rasteriser vs brute force, exact mask round trips,
+contour areas equal to pixel areas."""
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
 from scipy import ndimage
+from shapely.geometry import LinearRing, Polygon
 
 from nnunet_breast.structures.contours import mask_to_polygons, polygon_area, polygons_to_mask
 
@@ -176,15 +180,37 @@ def test_polygon_area():
 
 
 # ----------------------------------------------------------------------------- mask_to_polygons
-def assert_round_trip(mask: np.ndarray) -> list[np.ndarray]:
-    polys = mask_to_polygons(mask)
+def even_odd_area(polys: list[np.ndarray]) -> float:
+    """Area of the even-odd (XOR) combination of the polygons, computed independently by shapely; every polygon
+    must be simple and no two may cross or touch."""
+    geom = None
+    for p in polys:
+        poly = Polygon(p)
+        assert poly.is_valid, "self-intersecting contour"
+        geom = poly if geom is None else geom.symmetric_difference(poly)
+    for p, q in itertools.combinations(polys, 2):
+        assert not LinearRing(p).intersects(LinearRing(q)), "contours cross or touch"
+    return 0.0 if geom is None else geom.area
+
+
+def assert_round_trip(mask: np.ndarray, **options) -> list[np.ndarray]:
+    """Exact round trip; each contour's area = the pixel centres it encloses; even-odd area = pixel count."""
+    polys = mask_to_polygons(mask, **options)
+    reach = 0.5 + max(0.0, options.get("simplify_tolerance", 0.0) - 0.3)   # default: within half a pixel of the grid
     for p in polys:
         assert p.ndim == 2 and p.shape[1] == 2 and len(p) >= 3
         assert not np.array_equal(p[0], p[-1])
-        assert p[:, 0].min() >= -0.5 and p[:, 0].max() <= mask.shape[1] - 0.5
-        assert p[:, 1].min() >= -0.5 and p[:, 1].max() <= mask.shape[0] - 0.5
+        assert p[:, 0].min() > -0.5 - reach and p[:, 0].max() < mask.shape[1] - 0.5 + reach
+        assert p[:, 1].min() > -0.5 - reach and p[:, 1].max() < mask.shape[0] - 0.5 + reach
+        assert polygon_area(p) == pytest.approx(polygons_to_mask([p], mask.shape).sum(), abs=1e-9)
     np.testing.assert_array_equal(polygons_to_mask(polys, mask.shape), mask.astype(bool))
+    assert even_odd_area(polys) == pytest.approx(int(np.count_nonzero(mask)), abs=1e-8)
     return polys
+
+
+OPTIONS = [{}, {"smooth": False, "simplify_tolerance": 0}, {"smooth": False, "simplify_tolerance": 0.5},
+           {"simplify_tolerance": 0}, {"simplify_tolerance": 1.0}]
+OPTION_IDS = ["default", "staircase", "staircase-simplified", "smooth-unsimplified", "smooth-tolerance-1"]
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -195,19 +221,28 @@ def test_round_trip_random_smoothed_masks(seed):
     assert_round_trip(mask)
 
 
+@pytest.mark.parametrize("options", OPTIONS, ids=OPTION_IDS)
+@pytest.mark.parametrize("seed", range(6))
+def test_round_trip_and_area_every_option(seed, options):
+    rng = np.random.default_rng(500 + seed)
+    field = ndimage.gaussian_filter(rng.normal(size=(48, 48)), sigma=rng.uniform(0.7, 4))
+    assert_round_trip(field > np.quantile(field, rng.uniform(0.3, 0.8)), **options)
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_round_trip_raw_noise(seed):
     rng = np.random.default_rng(1000 + seed)
     shape = (40, 40) if seed % 2 == 0 else (23, 37)
-    assert_round_trip(rng.random(shape) < (0.5 if seed < 20 else 0.2 + 0.03 * (seed - 20)))
+    mask = rng.random(shape) < (0.5 if seed < 20 else 0.2 + 0.03 * (seed - 20))
+    assert_round_trip(mask, **OPTIONS[seed % len(OPTIONS)])
 
 
 def test_round_trip_single_pixels_and_borders():
     for r, c in [(0, 0), (0, 9), (9, 0), (9, 9), (4, 5)]:
         m = np.zeros((10, 10), bool)
         m[r, c] = True
-        polys = assert_round_trip(m)
-        assert len(polys) == 1
+        (poly,) = assert_round_trip(m)
+        assert polygon_area(poly) == pytest.approx(1.0)              # a single pixel keeps its whole area
     m = np.zeros((12, 15), bool)
     m[0, :] = m[-1, :] = m[:, 0] = m[:, -1] = True  # frame touching all four borders
     assert len(assert_round_trip(m)) == 2
@@ -217,11 +252,21 @@ def test_round_trip_single_pixels_and_borders():
     assert_round_trip(np.array([[1, 0, 1, 1, 0, 1]], dtype=np.uint8))  # single row, non-bool input
 
 
+def test_one_pixel_wide_lines_keep_their_area():
+    m = np.zeros((20, 20), bool)
+    m[3, 2:17] = True                                   # horizontal line
+    m[6:18, 4] = True                                   # vertical line
+    m[np.arange(8, 18), np.arange(8, 18)] = True        # diagonal: pixels touching at corners, one contour each
+    for options in OPTIONS:
+        polys = assert_round_trip(m, **options)
+        assert len(polys) == 2 + 10
+
+
 def test_round_trip_diagonal_neighbours_and_checkerboard():
     diag = np.eye(6, dtype=bool) | np.eye(6, dtype=bool)[::-1]
     assert_round_trip(diag)
     saddle = np.array([[1, 0], [0, 1]], bool)
-    assert_round_trip(saddle)
+    assert len(assert_round_trip(saddle)) == 2          # pixels touching at a corner are separate contours
     assert_round_trip(~saddle)
     checker = (np.add.outer(np.arange(8), np.arange(8)) % 2).astype(bool)
     assert_round_trip(checker)
@@ -230,7 +275,8 @@ def test_round_trip_diagonal_neighbours_and_checkerboard():
     m = np.zeros((9, 9), bool)
     m[2:7, 2:7] = True
     m[3, 3] = m[4, 4] = m[5, 5] = m[3, 5] = m[5, 3] = False
-    assert_round_trip(m)
+    for options in OPTIONS:
+        assert_round_trip(m, **options)
 
 
 def test_round_trip_ring_with_hole_and_island():
@@ -239,18 +285,65 @@ def test_round_trip_ring_with_hole_and_island():
     mask = (d < 20) & ~((d >= 10) & (d < 15)) | (d < 4)
     polys = assert_round_trip(mask)
     assert len(polys) == 3  # outer boundary, hole boundary, island boundary
+    areas = sorted(polygons_to_mask([p], mask.shape).sum() for p in polys)
+    assert sorted(polygon_area(p) for p in polys) == pytest.approx(areas)   # the hole grows into the ring too
 
 
-def test_simplify_reduces_vertices_and_keeps_dice():
+def test_staircase_is_the_midpoint_contour_grown_half_a_pixel():
+    """smooth=False, tolerance 0: the midpoint staircase, each contour grown by the half pixel marching squares
+    cuts off it, and kept >= 0.1 px from every pixel centre (the margin the module docstring proves)."""
+    rng = np.random.default_rng(4)
+    mask = rng.random((30, 30)) < 0.45
+    Y, X = np.mgrid[0:30, 0:30]
+    centres = np.c_[X.ravel(), Y.ravel()].astype(float)
+    for p in assert_round_trip(mask, smooth=False, simplify_tolerance=0):
+        a, b = p, np.roll(p, -1, axis=0)
+        ab = b - a
+        t = np.clip(np.einsum("pk,ek->pe", centres, ab) - np.einsum("ek,ek->e", a, ab), 0, None)
+        t = np.minimum(t / np.einsum("ek,ek->e", ab, ab), 1)
+        d = np.hypot(*(centres[:, None] - a[None] - t[..., None] * ab[None]).transpose(2, 0, 1))
+        assert d.min() >= 0.1
+
+
+def test_smooth_contours_are_smooth_and_have_fewer_points():
+    """A digitised ellipse: the default contour turns about as little as the ellipse (a staircase turns at every
+    step), with a fraction of the staircase's vertices; area and pixels exact."""
     yy, xx = np.mgrid[0:80, 0:80]
-    disk = np.hypot(yy - 39.6, xx - 40.2) <= 30
-    exact = mask_to_polygons(disk)
-    simple = mask_to_polygons(disk, simplify_tolerance=0.5)
-    assert len(exact) == len(simple) == 1
-    assert len(simple[0]) < 0.5 * len(exact[0])
-    assert not np.array_equal(simple[0][0], simple[0][-1])
-    assert dice(polygons_to_mask(simple, disk.shape), disk) >= 0.98
-    # a huge tolerance collapses tiny contours, which are then dropped rather than returned degenerate
-    speck = np.zeros((10, 10), bool)
-    speck[4, 4] = True
-    assert all(len(p) >= 3 for p in mask_to_polygons(speck, simplify_tolerance=5.0))
+    disk = np.hypot(yy - 39.6, (xx - 40.2) * 1.3) <= 30
+
+    def turning(p):   # total absolute turning, in full turns
+        e = np.roll(p, -1, axis=0) - p
+        a = np.arctan2(e[:, 1], e[:, 0])
+        return float(np.abs((np.diff(np.r_[a, a[:1]]) + np.pi) % (2 * np.pi) - np.pi).sum() / (2 * np.pi))
+
+    (smooth,) = assert_round_trip(disk)
+    (stairs,) = assert_round_trip(disk, smooth=False, simplify_tolerance=0)
+    assert turning(smooth) < 1.5 and turning(stairs) > 8
+    assert len(smooth) < 0.6 * len(stairs)
+    (coarse,) = assert_round_trip(disk, simplify_tolerance=1.0)         # larger tolerances stay exact
+    assert len(coarse) <= len(smooth)
+
+
+def test_rejects_bad_mask_and_tolerance():
+    with pytest.raises(ValueError):
+        mask_to_polygons(np.zeros((3, 3, 3), bool))
+    with pytest.raises(ValueError):
+        mask_to_polygons(np.ones((3, 3), bool), simplify_tolerance=-1)
+
+
+def test_phantom_structures_keep_their_area_on_every_slice():
+    """Every structure of a small phantom, slice by slice: exact pixels, area = pixel count (1-2 cc nodal CTVs and
+    the esophagus lost 3-21 % to the midpoint contours); under half the points of the marching-squares contour
+    (one per pixel edge crossed) that was written before."""
+    from skimage.measure import find_contours
+
+    from nnunet_breast.synth.cohort import make_case
+
+    case = make_case("breast", 1, seed=0, size="small", labels="full")
+    before = after = 0
+    for name, mask in case.masks.items():
+        for k in np.flatnonzero(mask.any(axis=(1, 2))):
+            polys = assert_round_trip(mask[k])
+            after += sum(map(len, polys))
+            before += sum(len(c) - 1 for c in find_contours(np.pad(mask[k], 1).astype(float), 0.5, "low"))
+    assert after < 0.5 * before

@@ -62,7 +62,10 @@ def test_nested_layout_pairs_everything(breast_export, tmp_path):
         assert [d.name for d in pair.rtdose] == [next(src.glob("RD.*.dcm")).name]
         assert pair.other_rtstructs == []
     assert found.orphan_rtstructs == []
-    assert [p.name for p, _ in found.skipped] == ["synth_breast.json"]
+    plans = sorted(f.name for f in breast_export.rglob("RP.*.dcm"))     # the plans the doses belong to: not used
+    assert len(plans) == len(PATIENTS)
+    assert sorted(p.name for p, _ in found.skipped) == sorted(["synth_breast.json", *plans])
+    assert all("RTPLAN" in why for p, why in found.skipped if p.name.startswith("RP."))
     assert any("RTDOSE attached" in d for d in found.decisions)
     assert digest(breast_export) == before
 

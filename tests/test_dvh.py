@@ -169,7 +169,8 @@ def _write_dose(path: Path, frame: str, value: float = 12.0) -> Path:
     study.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.2"
     arr = np.full((5, 8, 8), value, np.float32)
     return write_rtdose(arr, (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), study, path,
-                        series_uid="1.2.826.0.1.3680043.8.498.3", frame_of_reference_uid=frame)
+                        series_uid="1.2.826.0.1.3680043.8.498.3", frame_of_reference_uid=frame,
+                        plan_uid="1.2.826.0.1.3680043.8.498.4")
 
 
 def test_load_dose_checks_frame_of_reference_and_units(tmp_path):

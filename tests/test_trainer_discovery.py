@@ -5,12 +5,12 @@ import pickle
 from nnunet_breast import env
 
 
-def test_ext_folder_only_reexports_installed_classes():
+def test_ext_folder_only_reexports_installed_classes(monkeypatch):
     folder = env.ext_trainer_folder()
     modules = list(folder.glob("*.py"))
     assert modules and not (folder / "__init__.py").exists()
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-    os.environ["nnUNet_extTrainer"] = env.extended_ext_trainer("")
+    monkeypatch.setenv("nnUNet_extTrainer", env.extended_ext_trainer(""))
     cls = recursive_find_trainer_class_by_name("nnUNetTrainerTiny_2epochs")
     again = recursive_find_trainer_class_by_name("nnUNetTrainerTiny_2epochs")
     assert cls is again, "the class must not be re-created on every lookup"

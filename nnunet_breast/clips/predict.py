@@ -14,7 +14,10 @@ Components under ``min_clip_mm3`` (:data:`MIN_CLIP_MM3`, 8 mm^3) are dropped fro
 smallest clip holds ~16 mm^3 of metal (a medium ligating clip, 5 mm x 2 mm), so a component under half of that
 is a speck (a noise voxel, a fragment of a marker wire), not a clip.
 Every CT first gets the clip datasets' preprocessing: HU outside the body mask set to air (-1000), as
-``convert clips`` did for training. Per case, ``OUT/<case>.nii.gz`` (0/1 on the CT grid, nnU-Net's layout,
+``convert clips`` did for training, on the CT's voxels in the LPS layout
+(:meth:`~nnunet_breast.inference.inputs.InputCT.lps`: a prone, feet-first or decubitus CT looks to the models like
+the head-first supine ones); masks go back onto the CT's own grid, and a clips.json ROI counts voxels of the
+LPS layout. Per case, ``OUT/<case>.nii.gz`` (0/1 on the CT grid, nnU-Net's layout,
 so ``nnUNetv2_evaluate_folder`` and ``nnunet-breast evaluate`` read it) and ``OUT/<case>_clips.json``
 (clip table, ROI, method); ``OUT/clips.csv`` has one row per case. Intermediate files live in
 ``OUT/.work`` and are removed at the end unless ``keep_work``.
@@ -137,7 +140,7 @@ def clip_predictions(cases: list[InputCT], work: Path, opts: ClipPredictOptions,
     (work / "ct").mkdir(parents=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    images = {c.case_id: air_outside_body(c.image)[0] for c in cases}
+    images = {c.case_id: air_outside_body(c.lps())[0] for c in cases}     # the layout the models learnt
     timings["body_mask_s"] = time.perf_counter() - t0
 
     rois: dict[str, Roi] = {}
@@ -170,7 +173,8 @@ def clip_predictions(cases: list[InputCT], work: Path, opts: ClipPredictOptions,
     results = []
     for c in tqdm(cases, desc="clip tables", disable=not progress, unit="case"):
         cid, img = c.case_id, c.image
-        mask = remove_islands(masks[cid], img.GetSpacing()[::-1], opts.min_clip_mm3, keep_largest=False)
+        mask = np.ascontiguousarray(c.from_lps(masks[cid]))          # back onto the CT's own grid
+        mask = remove_islands(mask, img.GetSpacing()[::-1], opts.min_clip_mm3, keep_largest=False)
         roi = rois.get(cid)
         info = {"method": opts.method, "source": c.source, "roi": roi.to_json() if roi is not None else None,
                 **_method_info(opts)}

@@ -15,8 +15,10 @@ So the ROI always contains every predicted clip, however far apart. When stage 1
 falls back to where clips are expected to be, the treated breast, rather than to nothing:
 
 * ``"fallback_breast"``: the bounding box of the body mask (:func:`nnunet_breast.volumes.body.body_mask`)
-  restricted to its anterior half (DICOM LPS: anterior is -y, i.e. smaller row index) and to the half on
-  the treated side (patient left is +x, i.e. larger column index), when ``side`` and ``hu`` are given;
+  restricted to its anterior half and to the half on the treated side, when ``side`` and ``hu`` are given.
+  Anterior and left are patient directions (DICOM LPS: anterior is -y, the patient's left +x), taken through
+  the image's direction: each body voxel's patient y and x against the middle of the body's extent along
+  them, so a prone, feet-first or decubitus CT gets the same region as a head-first supine one;
 * ``"fallback_body"``: the anterior half of the body when the side is unknown, or the whole image when no
   CT is given or no body is found.
 
@@ -24,9 +26,8 @@ falls back to where clips are expected to be, the treated breast, rather than to
 and prediction, so the two cannot drift apart; :func:`clip_probability` reads stage 1's map for both.
 
 Index/world conventions: arrays and ROI indices are [z, y, x] (numpy order of SimpleITK arrays); the
-anatomical fallback assumes the identity direction matrix (head-first supine axial CT, as produced by
-the DICOM reader and the synthetic cohorts). Cropping and pasting use the image's own geometry, so they
-are exact for any origin, spacing and direction.
+anatomical fallback works in patient coordinates through the direction (identity when none is given).
+Cropping and pasting use the image's own geometry, so they are exact for any origin, spacing and direction.
 """
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ class RoiSettings:
             return roi_from_coarse_probability(prob, image, self.margin_mm, self.min_size_vox(spacing),
                                                self.threshold, hu=hu, side=side)
         return roi_from_probability(prob, spacing, self.margin_mm, self.min_size_vox(spacing), self.threshold,
-                                    hu=hu, side=side)
+                                    hu=hu, side=side, direction=image.GetDirection())
 
     def to_json(self) -> dict:
         return {"threshold": self.threshold, "margin_mm": self.margin_mm, "min_size_mm": self.min_size_mm}
@@ -158,36 +159,36 @@ def _grow(start: np.ndarray, stop: np.ndarray, shape: Sequence[int], margin_vox:
     return lo, hi
 
 
-def _fallback_region(hu: np.ndarray | None, spacing_zyx: Sequence[float],
-                     side: str | None) -> tuple[np.ndarray | None, str]:
+def _half(body: np.ndarray, spacing_zyx: Sequence[float], direction, axis: int, upper: bool) -> np.ndarray:
+    """Body voxels on one side of the middle of the body's extent along patient ``axis`` (0: x, 1: y), the
+    upper (larger coordinate) or lower side; voxels within 1e-3 mm of the middle count on both sides, so that
+    a thin body never yields an empty half."""
+    from nnunet_breast.volumes.orientation import patient_axis_mm
+
+    coord = patient_axis_mm(body.shape, tuple(spacing_zyx)[::-1], direction, axis)
+    inside = np.broadcast_to(coord, body.shape)[body]
+    middle = (float(inside.min()) + float(inside.max())) / 2.0
+    return body & ((coord >= middle - 1e-3) if upper else (coord <= middle + 1e-3))
+
+
+def _fallback_region(hu: np.ndarray | None, spacing_zyx: Sequence[float], side: str | None,
+                     direction=None) -> tuple[np.ndarray | None, str]:
     """Mask of where clips are expected when stage 1 found none, and the ROI source it stands for."""
     if hu is None:
         return None, "fallback_body"
     from nnunet_breast.volumes.body import body_mask
 
     body = body_mask(np.asarray(hu), tuple(spacing_zyx)[::-1])
-    box = _bbox(body)
-    if box is None:
+    if not body.any():
         return None, "fallback_body"
-    start, stop = box
-    region = np.zeros_like(body)
-    # anterior half: LPS y grows posteriorly, so the anterior half has the smaller row indices;
-    # the mid row itself is kept in both halves so that a thin body never yields an empty half
-    y_mid = (start[1] + stop[1] - 1) / 2.0
-    region[:, : int(math.floor(y_mid)) + 1, :] = True
-    anterior = body & region
+    direction = np.eye(3).ravel() if direction is None else direction
+    anterior = _half(body, spacing_zyx, direction, 1, upper=False)      # LPS: y grows posteriorly
     if side is None:
         return (anterior if anterior.any() else body), "fallback_body"
     s = side.strip().upper()[:1]
     if s not in ("L", "R"):
         raise ValueError(f"side must be 'L', 'R' or None, got {side!r}")
-    x_mid = (start[2] + stop[2] - 1) / 2.0
-    half = np.zeros_like(body)
-    if s == "L":   # patient left is +x: larger column indices
-        half[:, :, int(math.ceil(x_mid)):] = True
-    else:
-        half[:, :, : int(math.floor(x_mid)) + 1] = True
-    breast = anterior & half
+    breast = anterior & _half(body, spacing_zyx, direction, 0, upper=s == "L")   # LPS: +x is the patient's left
     if not breast.any():
         return (anterior if anterior.any() else body), "fallback_body"
     return breast, "fallback_breast"
@@ -195,18 +196,19 @@ def _fallback_region(hu: np.ndarray | None, spacing_zyx: Sequence[float],
 
 def roi_from_probability(prob: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float = 10.0,
                          min_size_vox: Sequence[int] = (96, 96, 96), threshold: float = 0.5,
-                         hu: np.ndarray | None = None, side: str | None = None) -> Roi:
+                         hu: np.ndarray | None = None, side: str | None = None, direction=None) -> Roi:
     """Stage-2 ROI around every voxel of ``prob`` >= ``threshold`` (see the module docstring).
 
     ``prob`` is [z, y, x] on the stage-2 grid (``spacing_zyx`` in mm, z first); ``min_size_vox`` is in
-    voxels of that grid. ``hu`` (same shape) and ``side`` ("L"/"R") only serve the fallback used when no
-    voxel reaches the threshold; without ``hu`` that fallback is the whole image. Never returns an empty
-    ROI.
+    voxels of that grid. ``hu`` (same shape), ``side`` ("L"/"R") and ``direction`` (the grid's SimpleITK
+    direction; None: identity) only serve the fallback used when no voxel reaches the threshold; without
+    ``hu`` that fallback is the whole image. Never returns an empty ROI.
     """
     prob = np.asarray(prob)
     if prob.ndim != 3 or 0 in prob.shape:
         raise ValueError(f"prob must be a non-empty 3-D [z, y, x] array, got shape {prob.shape}")
-    return _roi_around(_bbox(prob >= threshold), prob.shape, spacing_zyx, margin_mm, min_size_vox, hu, side)
+    return _roi_around(_bbox(prob >= threshold), prob.shape, spacing_zyx, margin_mm, min_size_vox, hu, side,
+                       direction)
 
 
 def roi_from_coarse_probability(prob: sitk.Image, reference: sitk.Image, margin_mm: float = 10.0,
@@ -225,7 +227,8 @@ def roi_from_coarse_probability(prob: sitk.Image, reference: sitk.Image, margin_
     box = _bbox(sitk.GetArrayViewFromImage(prob) >= threshold)
     if box is not None:
         box = _box_onto(box, prob, reference)
-    return _roi_around(box, shape, reference.GetSpacing()[::-1], margin_mm, min_size_vox, hu, side)
+    return _roi_around(box, shape, reference.GetSpacing()[::-1], margin_mm, min_size_vox, hu, side,
+                       reference.GetDirection())
 
 
 def _box_onto(box: tuple[np.ndarray, np.ndarray], source: sitk.Image, reference: sitk.Image):
@@ -241,7 +244,7 @@ def _box_onto(box: tuple[np.ndarray, np.ndarray], source: sitk.Image, reference:
     return start[::-1], stop[::-1]
 
 
-def _roi_around(box, shape, spacing_zyx, margin_mm, min_size_vox, hu, side) -> Roi:
+def _roi_around(box, shape, spacing_zyx, margin_mm, min_size_vox, hu, side, direction=None) -> Roi:
     """Margin + minimum size around ``box`` on a grid of ``shape``; the fallback region when ``box`` is None."""
     spacing = np.asarray(spacing_zyx, float)
     if spacing.shape != (3,) or np.any(spacing <= 0):
@@ -257,7 +260,7 @@ def _roi_around(box, shape, spacing_zyx, margin_mm, min_size_vox, hu, side) -> R
         source = "prediction"
         margin_vox = np.ceil(margin_mm / spacing - 1e-9).astype(int)
     else:
-        region, source = _fallback_region(hu, spacing, side)
+        region, source = _fallback_region(hu, spacing, side, direction)
         box = _bbox(region) if region is not None else None
         if box is None:
             box = (np.zeros(3, int), np.asarray(shape, int))

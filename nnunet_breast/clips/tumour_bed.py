@@ -19,7 +19,8 @@ optionally, cut to a body or breast mask:
   rasterised exactly, row by row, from its facet half-spaces.
 
 Arrays are ``[z, y, x]`` and spacing is ``(z, y, x)`` in mm (reverse SimpleITK's ``GetSpacing()``).
-The direction matrix is taken as identity, as for axial CT.
+The direction matrix is not needed: it only turns and flips the grid, which keeps every distance, so hull
+and margin are the same in any patient orientation.
 """
 from __future__ import annotations
 

@@ -54,6 +54,34 @@ def clip_model_kwargs(args) -> dict:
             "plans": args.plans, "checkpoint": args.checkpoint}
 
 
+def add_tps_export(p):
+    """What a department configures for the DICOM it imports; read back with :func:`rtstruct_settings`."""
+    g = p.add_argument_group("TPS export (DICOM input)")
+    g.add_argument("--structure-set-label", help="StructureSetLabel, at most 16 characters (NNUNET_AUTO; with "
+                                                 "--add-to the original's)")
+    g.add_argument("--series-description", default="nnunet_breast auto-contours",
+                   help="SeriesDescription of the RTSTRUCT, as the TPS lists it")
+    g.add_argument("--name-map", type=Path, help='JSON {"<catalog name>": "<your ROI name>", ...}: institution names '
+                                                 "written to the RTSTRUCT instead of the TG-263 ones")
+    g.add_argument("--add-to", type=Path, nargs="+", metavar="RS.dcm",
+                   help="write our ROIs into a copy of this existing structure set of an input CT (one per CT; "
+                        "the file itself is never changed)")
+    g.add_argument("--on-clash", choices=("refuse", "suffix"), default="refuse",
+                   help="--add-to: an ROI name the structure set already has: refuse (default) or add ours as "
+                        "<name>_AI")
+    g.add_argument("--seg", action="store_true", help="also write SEG.<case>.dcm, a DICOM Segmentation of the CT")
+    return g
+
+
+def rtstruct_settings(args):
+    """The TPS-export options as :class:`nnunet_breast.dicom.rtstruct_export.RTStructSettings`."""
+    from nnunet_breast.dicom.rtstruct_export import RTStructSettings, load_name_map
+
+    return RTStructSettings(args.structure_set_label, args.series_description,
+                            load_name_map(args.name_map) if args.name_map else {}, tuple(args.add_to or ()),
+                            args.on_clash)
+
+
 def add_predictor(p):
     """nnU-Net's predictor options, spelled as nnUNetv2_predict spells them."""
     g = p.add_argument_group("nnU-Net predictor")

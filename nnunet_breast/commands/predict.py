@@ -6,9 +6,12 @@
 
 Input: a DICOM export (any layout, one or many patients; non-CT objects are ignored) or NIfTI CTs in HU.
 Per case OUT/<case>/: masks/<Structure>.nii.gz, RS.<case>.dcm (RTSTRUCT for the TPS, DICOM input only),
-clips.json and masks/CTV_TumorBed_proposal.nii.gz (clip model), preview.png. OUT/summary.csv: one row per case.
+clips.json and masks/CTV_TumorBed_proposal.nii.gz (clip model), preview.png, summary.json. OUT/summary.csv: one
+row per finished case in OUT. For the TPS (DICOM input): --structure-set-label, --series-description,
+--name-map names.json, --add-to RS.dcm [--on-clash refuse|suffix], --seg (SEG.<case>.dcm, DICOM Segmentation).
 Existing case folders are skipped (--overwrite replaces them). -num_parts/-part_id split the cases between
-machines as nnUNetv2_predict does. Exit 0 on success, 2 on a refused run (bad input, missing model).
+machines as nnUNetv2_predict does; parts may run at the same time into one OUT. Exit 0 on success, 2 on a
+refused run (bad input, missing model).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ def add_arguments(p):
     t.add_argument("--outlier-mm", type=float, default=40.0,
                    help="leave out clips this far from the others' median (40; 0 keeps all)")
     options.add_predictor(p)
+    options.add_tps_export(p)
     p.add_argument("-num_parts", type=int, default=1)
     p.add_argument("-part_id", type=int, default=0)
     p.add_argument("--min-island-cc", type=float, default=0.1,
@@ -58,7 +62,8 @@ def build_options(args):
                                    num_processes_export=args.nps, min_clip_mm3=args.min_clip_mm3)
     return PredictOptions(args.model, breast, clips, device, not args.disable_tta, args.min_island_cc, args.margin_mm,
                           args.outlier_mm or None, not args.no_rtstruct, not args.no_preview, args.num_parts,
-                          args.part_id, args.overwrite, not args.no_spacing_check, args.npp, args.nps)
+                          args.part_id, args.overwrite, not args.no_spacing_check, args.npp, args.nps,
+                          seg=args.seg, rtstruct_settings=options.rtstruct_settings(args))
 
 
 def run(args) -> int:
@@ -71,6 +76,8 @@ def run(args) -> int:
             continue
         extra = f", {r.n_clips} clip(s), tumour-bed proposal {r.proposal_cc} cc" if r.n_clips is not None else ""
         rs = f", {r.rtstruct.name}" if r.rtstruct else ""
+        if r.seg:
+            rs += f", {r.seg.name}" + (f" (empty, left out: {', '.join(r.seg_left_out)})" if r.seg_left_out else "")
         print(f"{r.case_id}: {len(r.structures)} structure(s){extra}{rs} -> {r.folder}")
     print(f"summary: {args.output / 'summary.csv'}")
     return 0

@@ -1,10 +1,15 @@
 """Generate a synthetic cohort written as a treatment planning system exports it.
 
 Each case is a folder <out>/<PatientID>/ with one DICOM CT file per slice, an RTSTRUCT (RS.*.dcm) and, for
-the breast cohort, an RTDOSE (RD.*.dcm). Same --seed, same files (UIDs included); case k does not depend on --n.
+the breast cohort, an RTPLAN (RP.*.dcm) and its RTDOSE (RD.*.dcm). Same --seed, same files (UIDs included);
+case k does not depend on --n.
 Breast --labels: clinical (default) contours what a clinic exports, the treated side's CTVs for a per-case nodal
 indication and now and then no thyroid or esophagus; full contours all 20 structures on both sides (held-out
 evaluation). The CT and dose of a case are the same for both.
+--orientation: the patient position of the scan (head-/feet-first, supine/prone, decubitus left/right), with
+"-negated" the same scan stored with negated direction cosines. The patient is the same in every orientation
+(anatomy, clips and dose at the same patient coordinates); the couch lies under the patient, PatientPosition,
+ImageOrientationPatient and ImagePositionPatient follow.
 """
 from __future__ import annotations
 
@@ -12,7 +17,9 @@ from pathlib import Path
 
 from nnunet_breast.errors import UserError
 
-HELP = "write synthetic DICOM CT + RTSTRUCT (+ RTDOSE) phantom cohorts"
+HELP = "write synthetic DICOM CT + RTSTRUCT (+ RTPLAN + RTDOSE) phantom cohorts"
+POSITIONS = ("HFS", "HFP", "FFS", "FFP", "HFDL", "HFDR")            # = nnunet_breast.synth.phantom.POSITIONS
+ORIENTATIONS = (*POSITIONS, *(f"{p}-negated" for p in POSITIONS))
 
 
 def add_arguments(p):
@@ -29,6 +36,10 @@ def add_arguments(p):
                         "thyroid or esophagus (probabilities in docs/methods.md); full: all 20 structures on both "
                         "sides (research re-contouring, for held-out evaluation). Same CT either way; the clip "
                         "cohort always contours its clips")
+    p.add_argument("--orientation", choices=ORIENTATIONS, default="HFS", metavar="POSITION",
+                   help="patient position of the scan: HFS (default), HFP, FFS, FFP, HFDL, HFDR; add -negated for "
+                        "the same scan stored with negated row and column direction cosines (e.g. HFS-negated). "
+                        "Same patient, same patient coordinates, another scan geometry")
     p.add_argument("-np", "--num-processes", type=int, default=1, help="cases written in parallel (same files)")
 
 
@@ -40,7 +51,9 @@ def run(args) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} exists and is not a folder")
     written = write_cohort(args.cohort, args.n, args.out, seed=args.seed, size=args.size,
-                           num_processes=max(1, args.num_processes), labels=args.labels)
+                           num_processes=max(1, args.num_processes), labels=args.labels,
+                           orientation=args.orientation)
     labels = f" ({args.labels} labels)" if args.cohort == "breast" else ""
-    print(f"wrote {len(written)} {args.cohort} cases{labels} to {args.out}")
+    scan = f", scanned {args.orientation}" if args.orientation != "HFS" else ""
+    print(f"wrote {len(written)} {args.cohort} cases{labels}{scan} to {args.out}")
     return 0

@@ -9,6 +9,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, gene
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 RTDOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
+RTPLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"
 
 
 def uid(*entropy) -> str:
@@ -37,6 +38,39 @@ def new_file_dataset(sop_class: str, sop_instance: str) -> FileDataset:
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_instance
     ds.SpecificCharacterSet = "ISO_IR 100"
+    return ds
+
+
+def new_rt_dataset(sop_class: str, sop_instance: str, modality: str, study: Dataset, series_uid: str,
+                   series_number: int, frame_of_reference_uid: str, position_reference_indicator: str) -> FileDataset:
+    """The modules every RT object we write shares: SOP Common, Patient/Study (the ``study`` elements), RT Series
+    (OperatorsName type 2, empty unless the caller names someone) and the CT's Frame of Reference."""
+    ds = new_file_dataset(sop_class, sop_instance)
+    for elem in study:
+        ds.add(elem)
+    ds.Modality = modality
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = series_number
+    ds.InstanceNumber = 1
+    ds.OperatorsName = ""
+    ds.FrameOfReferenceUID = frame_of_reference_uid
+    ds.PositionReferenceIndicator = position_reference_indicator
+    return ds
+
+
+def read_modality(path, modality: str) -> Dataset:
+    """A DICOM file of ``modality``, or a one-line UserError saying what it is instead."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from nnunet_breast.errors import UserError
+
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError as e:
+        raise UserError(f"{path}: not a DICOM file ({e})") from None
+    if getattr(ds, "Modality", None) != modality:
+        raise UserError(f"{path}: not an {modality} (Modality {getattr(ds, 'Modality', None)!r})")
     return ds
 
 

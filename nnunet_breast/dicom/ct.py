@@ -19,19 +19,25 @@ class SliceRef:
 
 def write_ct_series(hu: np.ndarray, spacing, origin, out_dir: Path, study: Dataset, *, series_uid: str,
                     frame_of_reference_uid: str, intercept: float = -1024.0, entropy=(),
-                    extra: dict | None = None) -> list[SliceRef]:
-    """Write ``hu`` ([z, y, x], identity direction, head-first supine) as one CT file per slice.
+                    extra: dict | None = None, direction=None, patient_position: str = "HFS") -> list[SliceRef]:
+    """Write ``hu`` ([k, row, column]) as one CT file per slice; ``direction`` (SimpleITK's 9 numbers, columns:
+    the patient directions of +column, +row and +k; None: identity) gives ImageOrientationPatient and each
+    slice's ImagePositionPatient (``origin`` + k * ``spacing[2]`` along the slice normal), ``patient_position``
+    the PatientPosition written (HFS, HFP, FFS, FFP, HFDL, HFDR ...).
 
     Files are named by SOP instance UID and instance numbers run from the superior end, so that neither
     file order nor InstanceNumber gives the spatial order: readers must sort along the slice normal.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     sx, sy, sz = spacing
+    d = np.eye(3) if direction is None else np.asarray(direction, float).reshape(3, 3)
+    orientation = [_cosine(v) for v in (*d[:, 0], *d[:, 1])]
     stored = np.clip(np.round(hu - intercept), 0, 4095).astype(np.uint16)
     n = hu.shape[0]
     refs = []
     for k in range(n):
-        z = origin[2] + k * sz
+        position = np.asarray(origin, float) + k * sz * d[:, 2]
+        z = float(position[2])
         sop = uid(*entropy, "ct", k) if entropy else uid()
         ds = new_file_dataset(CT_IMAGE_STORAGE, sop)
         for elem in study:
@@ -43,9 +49,11 @@ def write_ct_series(hu: np.ndarray, spacing, origin, out_dir: Path, study: Datas
         ds.SeriesNumber = 2
         ds.InstanceNumber = n - k
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.PatientPosition = "HFS"
-        ds.ImagePositionPatient = [ds_str(origin[0]), ds_str(origin[1]), ds_str(z)]
-        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+        ds.AcquisitionNumber = 1            # one helical acquisition per planning CT
+        ds.BodyPartExamined = "CHEST"       # the scan is the thorax (not a paired part: no series Laterality)
+        ds.PatientPosition = patient_position
+        ds.ImagePositionPatient = [ds_str(v) for v in position]
+        ds.ImageOrientationPatient = orientation
         ds.SliceLocation = ds_str(z)
         ds.SliceThickness = ds_str(sz)
         ds.PixelSpacing = [ds_str(sy, 6), ds_str(sx, 6)]   # row spacing (y), column spacing (x)
@@ -64,3 +72,9 @@ def write_ct_series(hu: np.ndarray, spacing, origin, out_dir: Path, study: Datas
         ds.save_as(out_dir / f"CT.{sop}.dcm", enforce_file_format=True)
         refs.append(SliceRef(sop, z))
     return refs
+
+
+def _cosine(value: float) -> str:
+    """A direction cosine as a short decimal string ("1", "0", "-1", "0.707107")."""
+    text = f"{round(float(value), 6) + 0.0:.6f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text

@@ -7,7 +7,9 @@ series and raises :class:`CTSeriesError` naming the offending files, so a person
 
 Slices are ordered by their position along the slice normal (never by InstanceNumber or file name),
 and HU are computed per slice from RescaleSlope/RescaleIntercept, which may differ between slices.
-Input files are only ever opened for reading.
+Compressed pixel data (JPEG-LS, JPEG 2000, RLE, JPEG lossless, as PACS and TPS exports send it) is decoded by
+pydicom's plugins (python-gdcm, a dependency); a transfer syntax no installed plugin decodes is refused by name
+before any pixel is read. Input files are only ever opened for reading.
 """
 from __future__ import annotations
 
@@ -98,6 +100,34 @@ def _check_positions(files: list[Path], ipp: np.ndarray, pos: np.ndarray, normal
     return float((pos[-1] - pos[0]) / (len(pos) - 1))
 
 
+def _check_decodable(files: list[Path], headers: list[pydicom.Dataset]) -> None:
+    """Refuse pixel data that no installed pydicom decoder reads (a compressed transfer syntax without its plugin,
+    or one pydicom has no decoder for), naming the transfer syntax, before any pixel is read."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
+
+    by_syntax: dict[str, list[Path]] = {}
+    for f, h in zip(files, headers):
+        syntax = getattr(getattr(h, "file_meta", None), "TransferSyntaxUID", None)
+        if syntax:
+            by_syntax.setdefault(str(syntax), []).append(f)
+    for syntax, these in by_syntax.items():
+        name = UID(syntax).name
+        what = f"{_names(these, 1)} ({len(these)} file(s)) store pixels as {name}" + \
+            (f" ({syntax})" if name != syntax else "")
+        try:
+            decoder = get_decoder(syntax)
+        except NotImplementedError:
+            raise CTSeriesError(f"{what}, a transfer syntax no pixel decoder supports; re-export the CT "
+                                f"uncompressed or losslessly compressed (JPEG-LS, JPEG 2000, RLE, JPEG Lossless).") \
+                from None
+        if not decoder.is_available:
+            needs = "; ".join(decoder.missing_dependencies)
+            raise CTSeriesError(f"{what}, but no decoder for it is installed" + (f" (pydicom: {needs})" if needs else "")
+                                + "; reinstall nnunet-breast with its dependencies (python-gdcm) or re-export the "
+                                "CT uncompressed.")
+
+
 def _hu(path: Path, rows: int, cols: int) -> np.ndarray:
     try:
         ds = pydicom.dcmread(path)
@@ -124,6 +154,7 @@ def read_ct_series(files: Sequence[Path], spacing_tolerance_mm: float = 0.05) ->
     _require_same(files, [(int(h.Rows), int(h.Columns)) for h in headers], "image sizes (Rows, Columns)")
     _require_same(files, [[float(v) for v in h.PixelSpacing] for h in headers], "pixel spacings", _close)
     _require_same(files, [[float(v) for v in h.ImageOrientationPatient] for h in headers], "orientations", _close)
+    _check_decodable(files, headers)
 
     iop = np.array([float(v) for v in headers[0].ImageOrientationPatient])
     row_cos, col_cos = iop[:3], iop[3:]

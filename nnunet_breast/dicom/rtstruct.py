@@ -10,9 +10,9 @@ from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from nnunet_breast.dicom.common import CT_IMAGE_STORAGE, RTSTRUCT_STORAGE, ds_str, new_file_dataset, now, uid
+from nnunet_breast.dicom.common import (CT_IMAGE_STORAGE, RTSTRUCT_STORAGE, ds_str, new_rt_dataset, now,
+                                        read_modality, uid)
 from nnunet_breast.dicom.ct import SliceRef
-from nnunet_breast.errors import UserError
 from nnunet_breast.structures.contours import mask_to_polygons
 
 
@@ -38,11 +38,17 @@ def _trusted_decimal_strings():
         pydicom_config.settings.reading_validation_mode = old
 
 
-def _contour_item(poly_xy: np.ndarray, spacing, origin, ref: SliceRef) -> Dataset:
-    pts = np.empty((len(poly_xy), 3))
-    pts[:, 0] = origin[0] + poly_xy[:, 0] * spacing[0]
-    pts[:, 1] = origin[1] + poly_xy[:, 1] * spacing[1]
-    pts[:, 2] = ref.z_mm
+def patient_points(poly_xy: np.ndarray, k: int, spacing, origin, direction=None) -> np.ndarray:
+    """Pixel-index points ``(x=col, y=row)`` on slice ``k`` -> patient coordinates (N, 3) in mm (DICOM LPS):
+    ``origin + D @ (index * spacing)`` with the grid's direction ``D`` (SimpleITK's 9 numbers; None: identity)."""
+    d = np.eye(3) if direction is None else np.asarray(direction, float).reshape(3, 3)
+    steps = np.column_stack([poly_xy[:, 0] * spacing[0], poly_xy[:, 1] * spacing[1],
+                             np.full(len(poly_xy), k * spacing[2])])
+    return np.asarray(origin, float) + steps @ d.T
+
+
+def _contour_item(poly_xy: np.ndarray, spacing, origin, ref: SliceRef, k: int, direction=None) -> Dataset:
+    pts = patient_points(poly_xy, k, spacing, origin, direction)
     item = Dataset()
     img = Dataset()
     img.ReferencedSOPClassUID = CT_IMAGE_STORAGE
@@ -54,37 +60,79 @@ def _contour_item(poly_xy: np.ndarray, spacing, origin, ref: SliceRef) -> Datase
     return item
 
 
-def write_rtstruct(rois: list[RoiSpec], ct_refs: list[SliceRef], spacing, origin, study: Dataset, out_file: Path,
-                   *, series_uid: str, ct_series_uid: str, frame_of_reference_uid: str, label: str = "RTSTRUCT",
-                   entropy=(), simplify_tolerance: float = 0.0, extra: dict | None = None,
-                   date_time: tuple[str, str] | None = None) -> Path:
-    """Write one RTSTRUCT with one ROI per ``RoiSpec``; contours lie exactly on the CT planes.
-
-    Holes and islands come out as separate contours on a plane (readers combine them with the
-    even-odd rule). ``spacing``/``origin`` are the CT grid's (x, y, z) mm.
-    """
-    sop = uid(*entropy, "rtstruct") if entropy else uid()
-    ds = new_file_dataset(RTSTRUCT_STORAGE, sop)
-    for elem in study:
-        ds.add(elem)
-    date, time = date_time or now()
-    ds.Modality = "RTSTRUCT"
-    ds.SeriesInstanceUID = series_uid
-    ds.SeriesNumber = 3
-    ds.InstanceNumber = 1
-    ds.StructureSetLabel = label[:16]
-    ds.StructureSetName = label[:64]
-    ds.StructureSetDate, ds.StructureSetTime = date, time
-
-    contour_images = Sequence()
+def contour_image_items(ct_refs: list[SliceRef]) -> Sequence:
+    """One ContourImageSequence item per CT slice (the RTReferencedSeriesSequence's list)."""
+    items = Sequence()
     for ref in ct_refs:
         img = Dataset()
         img.ReferencedSOPClassUID = CT_IMAGE_STORAGE
         img.ReferencedSOPInstanceUID = ref.sop_instance_uid
-        contour_images.append(img)
+        items.append(img)
+    return items
+
+
+def roi_items(rois: list[RoiSpec], ct_refs: list[SliceRef], spacing, origin, frame_of_reference_uid: str, *,
+              first_number: int = 1, simplify_tolerance: float | None = None, direction=None
+              ) -> tuple[list[Dataset], list[Dataset], list[Dataset]]:
+    """(StructureSetROI, ROIContour, RTROIObservations) items of ``rois``, numbered from ``first_number``
+    (ROINumber and ObservationNumber alike)."""
+    ssrs, contours, observations = [], [], []
+    for number, roi in enumerate(rois, start=first_number):
+        ssr = Dataset()
+        ssr.ROINumber = number
+        ssr.ReferencedFrameOfReferenceUID = frame_of_reference_uid
+        ssr.ROIName = roi.name
+        ssr.ROIGenerationAlgorithm = roi.algorithm
+        if roi.description:
+            ssr.ROIDescription = roi.description
+        ssrs.append(ssr)
+
+        rc = Dataset()
+        rc.ROIDisplayColor = list(roi.color)
+        rc.ReferencedROINumber = number
+        items = Sequence()
+        with _trusted_decimal_strings():
+            for k in np.flatnonzero(roi.mask.any(axis=(1, 2))):
+                for poly in mask_to_polygons(roi.mask[k], simplify_tolerance=simplify_tolerance):
+                    items.append(_contour_item(poly, spacing, origin, ct_refs[k], k, direction))
+        if len(items):              # an empty ROI has no ContourSequence: the standard allows none, not 0 items
+            rc.ContourSequence = items
+        contours.append(rc)
+
+        obs = Dataset()
+        obs.ObservationNumber = number
+        obs.ReferencedROINumber = number
+        obs.RTROIInterpretedType = roi.kind
+        obs.ROIInterpreter = ""      # type 2: no person interpreted an automatic or synthetic ROI
+        observations.append(obs)
+    return ssrs, contours, observations
+
+
+def write_rtstruct(rois: list[RoiSpec], ct_refs: list[SliceRef], spacing, origin, study: Dataset, out_file: Path,
+                   *, series_uid: str, ct_series_uid: str, frame_of_reference_uid: str, label: str = "RTSTRUCT",
+                   entropy=(), simplify_tolerance: float | None = None, extra: dict | None = None,
+                   date_time: tuple[str, str] | None = None, position_reference_indicator: str = "",
+                   direction=None) -> Path:
+    """Write one RTSTRUCT with one ROI per ``RoiSpec``; contours lie exactly on the CT planes.
+
+    Holes and islands come out as separate contours on a plane (readers combine them with the
+    even-odd rule); each contour's area is the area of the voxels it encloses (``mask_to_polygons``).
+    ``spacing``/``origin``/``direction`` are the CT grid's (x, y, z mm; direction None: identity), array index k
+    = ``ct_refs[k]``; points are patient coordinates through the direction, for any axial grid. The Frame of
+    Reference module repeats the CT's (``position_reference_indicator`` as the CT has it, empty when it has none);
+    OperatorsName is empty unless ``extra`` names the person.
+    """
+    sop = uid(*entropy, "rtstruct") if entropy else uid()
+    ds = new_rt_dataset(RTSTRUCT_STORAGE, sop, "RTSTRUCT", study, series_uid, 3, frame_of_reference_uid,
+                        position_reference_indicator)
+    date, time = date_time or now()
+    ds.StructureSetLabel = label[:16]
+    ds.StructureSetName = label[:64]
+    ds.StructureSetDate, ds.StructureSetTime = date, time
+
     series = Dataset()
     series.SeriesInstanceUID = ct_series_uid
-    series.ContourImageSequence = contour_images
+    series.ContourImageSequence = contour_image_items(ct_refs)
     rt_study = Dataset()
     rt_study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (retired, customary)
     rt_study.ReferencedSOPInstanceUID = study.StudyInstanceUID
@@ -94,35 +142,11 @@ def write_rtstruct(rois: list[RoiSpec], ct_refs: list[SliceRef], spacing, origin
     frame.RTReferencedStudySequence = Sequence([rt_study])
     ds.ReferencedFrameOfReferenceSequence = Sequence([frame])
 
-    ds.StructureSetROISequence = Sequence()
-    ds.ROIContourSequence = Sequence()
-    ds.RTROIObservationsSequence = Sequence()
-    for number, roi in enumerate(rois, start=1):
-        ssr = Dataset()
-        ssr.ROINumber = number
-        ssr.ReferencedFrameOfReferenceUID = frame_of_reference_uid
-        ssr.ROIName = roi.name
-        ssr.ROIGenerationAlgorithm = roi.algorithm
-        if roi.description:
-            ssr.ROIDescription = roi.description
-        ds.StructureSetROISequence.append(ssr)
-
-        rc = Dataset()
-        rc.ROIDisplayColor = list(roi.color)
-        rc.ReferencedROINumber = number
-        rc.ContourSequence = Sequence()
-        with _trusted_decimal_strings():
-            for k in np.flatnonzero(roi.mask.any(axis=(1, 2))):
-                for poly in mask_to_polygons(roi.mask[k], simplify_tolerance=simplify_tolerance):
-                    rc.ContourSequence.append(_contour_item(poly, spacing, origin, ct_refs[k]))
-        ds.ROIContourSequence.append(rc)
-
-        obs = Dataset()
-        obs.ObservationNumber = number
-        obs.ReferencedROINumber = number
-        obs.RTROIInterpretedType = roi.kind
-        obs.ROIInterpreter = ""
-        ds.RTROIObservationsSequence.append(obs)
+    ssrs, contours, observations = roi_items(rois, ct_refs, spacing, origin, frame_of_reference_uid,
+                                             simplify_tolerance=simplify_tolerance, direction=direction)
+    ds.StructureSetROISequence = Sequence(ssrs)
+    ds.ROIContourSequence = Sequence(contours)
+    ds.RTROIObservationsSequence = Sequence(observations)
     for key, value in (extra or {}).items():
         setattr(ds, key, value)
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -142,15 +166,7 @@ class RoiContours:
 
 def read_rtstruct(path: Path) -> tuple[Dataset, list[RoiContours]]:
     """All ROIs of an RTSTRUCT, including ROIs without contours (an empty ROI is data, not an error)."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(path)
-    except InvalidDicomError as e:
-        raise UserError(f"{path}: not a DICOM file ({e})") from None
-    if getattr(ds, "Modality", None) != "RTSTRUCT":
-        raise UserError(f"{path}: not an RTSTRUCT (Modality {getattr(ds, 'Modality', None)!r})")
+    ds = read_modality(path, "RTSTRUCT")
     kinds = {int(o.ReferencedROINumber): str(getattr(o, "RTROIInterpretedType", "") or "") or None
              for o in getattr(ds, "RTROIObservationsSequence", [])}
     contours: dict[int, Dataset] = {int(rc.ReferencedROINumber): rc for rc in getattr(ds, "ROIContourSequence", [])}

@@ -5,6 +5,11 @@ normal, geometry checked, per-slice rescale), so a CT is read for prediction exa
 training. A DICOM input keeps its header and slice UIDs: the RTSTRUCT export needs them to point back
 at the CT. A NIfTI input is ``<case>.nii.gz`` or nnU-Net's ``<case>_0000.nii.gz`` (HU).
 Inputs are only read, never written.
+
+Orientation is checked here, once, as each CT is read, before any model runs: any patient position (head- or
+feet-first, supine, prone, decubitus) and any axial storage order is accepted; a sagittal, coronal, oblique or
+tilted grid is refused (:func:`nnunet_breast.volumes.orientation.axial_problem`). Models see every CT in one
+array layout (:meth:`InputCT.lps`); their outputs go back onto the CT's own grid.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import SimpleITK as sitk
 
 from nnunet_breast.dicom.ct_reader import CTSeriesError, CTVolume, read_ct_series
 from nnunet_breast.errors import UserError
+from nnunet_breast.volumes.orientation import array_from_lps, array_to_lps, axial_problem, to_lps
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
@@ -30,6 +36,25 @@ class InputCT:
     image: sitk.Image                 # HU, float32
     dicom: CTVolume | None = None     # source series (header, slice UIDs) for DICOM inputs
     source: str = ""
+
+    def lps(self) -> sitk.Image:
+        """The CT as the models see it: voxels in the LPS layout (the same image for a head-first supine CT)."""
+        return to_lps(self.image)
+
+    def from_lps(self, arr):
+        """An array [z, y, x] (+ channels) on :meth:`lps`'s grid -> the same voxels on the CT's own grid."""
+        return array_from_lps(arr, self.image.GetDirection())
+
+    def to_lps(self, arr):
+        """An array [z, y, x] on the CT's grid -> the same voxels on :meth:`lps`'s grid (display, models)."""
+        return array_to_lps(arr, self.image.GetDirection())
+
+
+def check_orientation(image: sitk.Image, source) -> None:
+    """Refuse (InputError, one line) a CT that is not axial; any patient position is fine."""
+    problem = axial_problem(image.GetDirection())
+    if problem:
+        raise InputError(f"{source}: {problem}")
 
 
 def _nifti_case_id(path: Path) -> str:
@@ -85,12 +110,15 @@ def read_input(case: tuple[str, object]) -> InputCT:
         image = sitk.Cast(sitk.ReadImage(str(source)), sitk.sitkFloat32)
         if image.GetDimension() != 3:
             raise InputError(f"{source}: a 3-D CT is needed, got {image.GetDimension()}-D")
+        check_orientation(image, source)
         return InputCT(key, image, None, str(source))
     try:
         ct = read_ct_series(source)
     except CTSeriesError as e:
         raise InputError(str(e)) from None
-    return InputCT(_dicom_case_id(ct, key), ct.image, ct, str(Path(source[0]).parent))
+    folder = Path(source[0]).parent
+    check_orientation(ct.image, f"{folder} (CT series {key})")
+    return InputCT(_dicom_case_id(ct, key), ct.image, ct, str(folder))
 
 
 def load_inputs(path: Path) -> list[InputCT]:

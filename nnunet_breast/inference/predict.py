@@ -11,11 +11,20 @@ Per case ``OUT/<case>/``:
 * ``clips.json`` (clip model): one entry per clip (centroid in patient mm, volume, max HU), the ROI and
   the tumour-bed proposal's volume and the clips it excluded;
 * ``preview.png``: axial / coronal / sagittal overlays in the catalog colours.
+* ``SEG.<case>.dcm`` (``seg``, DICOM inputs only): a DICOM Segmentation of the CT, one segment per
+  non-empty structure (:mod:`nnunet_breast.dicom.seg_export`). The RTSTRUCT follows the department's
+  settings (``rtstruct_settings``: label, series description, name map, ``add_to`` a structure set of theirs).
 
-``OUT/summary.csv`` has one row per case. A case folder is assembled as ``OUT/.<case>.partial`` and
-renamed when complete: a folder named after a case is always a complete result, a rerun skips it (or
-replaces it with ``overwrite``). ``num_parts`` / ``part_id`` split the cases between machines as
-``nnUNetv2_predict`` does.
+* ``summary.json``: the case's row of ``OUT/summary.csv``.
+
+``OUT/summary.csv`` has one row per complete case folder in ``OUT``, rebuilt from their ``summary.json``
+after each run (under a lock, ``OUT/.summary.lock``, and written atomically), so runs into one folder never
+drop each other's rows. Each run works in a folder of its own, ``OUT/.work-<random>``
+(:mod:`nnunet_breast.util.workdir`: locked while the run lives, removed at its end, or by a later run once
+its owner is gone); a case folder is assembled there and renamed into ``OUT`` when complete: a folder named
+after a case is always a complete result, a rerun skips it (or replaces it with ``overwrite``) and finishes
+the cases a crashed run left. ``num_parts`` / ``part_id`` split the cases between machines or processes as
+``nnUNetv2_predict`` does; parts may run at the same time into one ``OUT``.
 """
 from __future__ import annotations
 
@@ -28,14 +37,19 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_breast.clips.predict import ClipPredictOptions, clip_predictions
+from nnunet_breast.dicom.rtstruct_export import RTStructSettings
+from nnunet_breast.dicom.rtstruct_merge import match_structure_sets, structure_set_for
 from nnunet_breast.errors import UserError
 from nnunet_breast.inference.inputs import InputCT, InputError, check_output_outside, list_inputs, read_input
 from nnunet_breast.inference.predictor import ModelRef, make_predictor, predict_files
 from nnunet_breast.structures.regions import OverlapEncoding
-from nnunet_breast.util.files import atomic_write_csv
+from nnunet_breast.util.files import atomic_write_csv, atomic_write_text
+from nnunet_breast.util.workdir import locked, private_work_folder
 from nnunet_breast.volumes.components import remove_islands
 
 PROPOSAL_NAME = "CTV_TumorBed_proposal"
+CASE_SUMMARY = "summary.json"           # per case folder: its row of OUT/summary.csv
+SUMMARY_COLUMNS = ["case_id", "status", "rtstruct", "n_clips", "tumour_bed_proposal_cc"]
 MODELS = ("breast", "clips", "both")
 
 
@@ -57,6 +71,8 @@ class PredictOptions:
     check_spacing: bool = True
     num_processes_preprocessing: int = 1
     num_processes_export: int = 1
+    seg: bool = False                      # also SEG.<case>.dcm (DICOM inputs only)
+    rtstruct_settings: RTStructSettings | None = None   # label, series description, name map, add_to, on_clash
 
 
 @dataclass
@@ -68,6 +84,8 @@ class CaseResult:
     proposal_cc: float | None = None
     rtstruct: Path | None = None
     skipped: bool = False
+    seg: Path | None = None
+    seg_left_out: list[str] = field(default_factory=list)     # structures predicted empty: no segment
 
 
 def spacing_range(model: ModelRef) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +126,9 @@ def predict(input_path: Path, out_dir: Path, opts: PredictOptions, progress: boo
     _validate(opts)
     out_dir = Path(out_dir)
     check_output_outside(input_path, out_dir)
-    cases = [read_input(c) for c in list_inputs(input_path)[opts.part_id::opts.num_parts]]
+    inputs = list_inputs(input_path)
+    _check_dicom_outputs(inputs, out_dir, opts)
+    cases = [read_input(c) for c in inputs[opts.part_id::opts.num_parts]]
     out_dir.mkdir(parents=True, exist_ok=True)
     results, todo = [], []
     for c in cases:
@@ -119,19 +139,47 @@ def predict(input_path: Path, out_dir: Path, opts: PredictOptions, progress: boo
     if opts.check_spacing and opts.breast is not None and opts.model in ("breast", "both"):
         for c in todo:
             check_spacing(c.image, opts.breast, c.case_id)
-    work = out_dir / ".work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    breast_masks = _predict_breast(todo, work, opts) if opts.model in ("breast", "both") else {}
-    clip_preds = {}
-    if opts.model in ("clips", "both") and todo:
-        preds, _ = clip_predictions(todo, work / "clips", opts.clips, progress=progress)
-        clip_preds = {p.case_id: p for p in preds}
-    for c in todo:
-        results.append(_write_case(c, out_dir, breast_masks.get(c.case_id, {}), clip_preds.get(c.case_id), opts))
-    shutil.rmtree(work, ignore_errors=True)
-    _write_summary(out_dir, results)
+    with private_work_folder(out_dir) as work:
+        breast_masks = _predict_breast(todo, work, opts) if opts.model in ("breast", "both") else {}
+        clip_preds = {}
+        if opts.model in ("clips", "both") and todo:
+            preds, _ = clip_predictions(todo, work / "clips", opts.clips, progress=progress)
+            clip_preds = {p.case_id: p for p in preds}
+        for c in todo:
+            results.append(_write_case(c, out_dir, work / "cases" / c.case_id, breast_masks.get(c.case_id, {}),
+                                       clip_preds.get(c.case_id), opts))
+    write_summary(out_dir)
     return results
+
+
+def _check_dicom_outputs(inputs: list, out_dir: Path, opts: PredictOptions) -> None:
+    """Refuse, before any prediction, DICOM outputs that cannot be made: a SEG or ``--add-to`` for NIfTI
+    input (no DICOM CT to reference), ``--add-to`` without the RTSTRUCT, from inside OUT, or for no input CT."""
+    s = opts.rtstruct_settings or RTStructSettings()
+    nifti = any(isinstance(source, Path) for _, source in inputs)
+    if nifti and (opts.seg or s.add_to):
+        raise UserError(f"{'--seg' if opts.seg else '--add-to'} needs DICOM CT input: a NIfTI CT has no DICOM "
+                        f"slices to reference")
+    if s.add_to:
+        if not opts.rtstruct:
+            raise UserError("--add-to writes the RTSTRUCT; drop --no-rtstruct")
+        inside = [p for p in s.add_to if Path(p).resolve().is_relative_to(out_dir.resolve())]
+        if inside:
+            raise UserError(f"--add-to {inside[0]} lies inside the output folder {out_dir}; a rerun could replace "
+                            f"it: give the department's file from elsewhere")
+        match_structure_sets(s.add_to, [key for key, _ in inputs])
+
+
+def _seg_parameters(opts: PredictOptions, masks: dict[str, np.ndarray]) -> dict[str, dict[str, str]]:
+    """Structure -> the parameters of the model that made it (the SEG's Algorithm Identification)."""
+    def ref(prefix: str, m: ModelRef | None) -> dict[str, str]:
+        return {f"{prefix}{k}": str(v) for k, v in (m.describe() if m else {}).items()}
+
+    breast = {"model": "breast", **ref("", opts.breast)}
+    clips = {"model": "clips", "method": opts.clips.method if opts.clips else "",
+             **ref("stage1_", opts.clips.stage1 if opts.clips else None),
+             **ref("stage2_", opts.clips.stage2 if opts.clips else None)}
+    return {n: clips if n == "Clips" else breast for n in masks} | {PROPOSAL_NAME: clips}
 
 
 def _predict_breast(cases: list[InputCT], work: Path, opts: PredictOptions) -> dict[str, dict[str, np.ndarray]]:
@@ -143,14 +191,17 @@ def _predict_breast(cases: list[InputCT], work: Path, opts: PredictOptions) -> d
     encoding = OverlapEncoding.from_json(info["encoding"])
     (work / "ct").mkdir(exist_ok=True)
     for c in cases:
-        sitk.WriteImage(c.image, str(work / "ct" / f"{c.case_id}_0000.nii.gz"))
+        sitk.WriteImage(c.lps(), str(work / "ct" / f"{c.case_id}_0000.nii.gz"))      # the layout models learnt
     predictor = make_predictor(opts.breast, opts.device, use_mirroring=opts.use_mirroring)
     predict_files(predictor, [[work / "ct" / f"{c.case_id}_0000.nii.gz"] for c in cases],
                   [work / "breast" / c.case_id for c in cases], save_probabilities=True,
                   num_processes_preprocessing=opts.num_processes_preprocessing,
                   num_processes_export=opts.num_processes_export)
-    return {c.case_id: encoding.decode_regions(np.load(work / "breast" / f"{c.case_id}.npz")["probabilities"])
-            for c in cases}
+    out = {}
+    for c in cases:
+        regions = encoding.decode_regions(np.load(work / "breast" / f"{c.case_id}.npz")["probabilities"])
+        out[c.case_id] = {name: np.ascontiguousarray(c.from_lps(m)) for name, m in regions.items()}   # CT grid
+    return out
 
 
 def _proposal_region(masks: dict[str, np.ndarray], proposal_hull: np.ndarray | None, body: np.ndarray) -> np.ndarray:
@@ -165,15 +216,13 @@ def _proposal_region(masks: dict[str, np.ndarray], proposal_hull: np.ndarray | N
     return best if best is not None else body
 
 
-def _write_case(case: InputCT, out_dir: Path, breast: dict[str, np.ndarray], clips, opts: PredictOptions
-                ) -> CaseResult:
+def _write_case(case: InputCT, out_dir: Path, part: Path, breast: dict[str, np.ndarray], clips,
+                opts: PredictOptions) -> CaseResult:
     from nnunet_breast.clips.tumour_bed import propose_tumour_bed
     from nnunet_breast.volumes.body import body_mask
 
     cid = case.case_id
     final = out_dir / cid
-    part = out_dir / f".{cid}.partial"
-    shutil.rmtree(part, ignore_errors=True)
     (part / "masks").mkdir(parents=True)
     img = case.image
     spacing_zyx = img.GetSpacing()[::-1]
@@ -204,27 +253,51 @@ def _write_case(case: InputCT, out_dir: Path, breast: dict[str, np.ndarray], cli
     if opts.rtstruct and case.dicom is not None:
         from nnunet_breast.dicom.rtstruct_export import export_rtstruct
 
-        export_rtstruct(masks, case.dicom, part / f"RS.{cid}.dcm", proposals=proposals)
+        s = opts.rtstruct_settings or RTStructSettings()
+        add_to = structure_set_for(s.add_to, case.dicom.header.SeriesInstanceUID) if s.add_to else None
+        export_rtstruct(masks, case.dicom, part / f"RS.{cid}.dcm", proposals=proposals, label=s.label,
+                        series_description=s.series_description, name_map=s.name_map, add_to=add_to,
+                        on_clash=s.on_clash)
         result.rtstruct = final / f"RS.{cid}.dcm"
+    if opts.seg and case.dicom is not None:
+        from nnunet_breast.dicom.seg_export import export_seg
+
+        seg, result.seg_left_out = export_seg(masks, case.dicom, part / f"SEG.{cid}.dcm", proposals=proposals,
+                                              parameters=_seg_parameters(opts, masks))
+        result.seg = final / seg.name if seg else None
     if opts.preview:
         from nnunet_breast.inference.preview import write_preview
 
-        write_preview(sitk.GetArrayViewFromImage(img), {**masks, **proposals}, spacing_zyx, part / "preview.png",
-                      title=cid)
-    if final.exists():
+        lps = case.lps()                            # drawn as radiologists view a head-first supine CT
+        write_preview(sitk.GetArrayViewFromImage(lps), {n: case.to_lps(m) for n, m in {**masks, **proposals}.items()},
+                      lps.GetSpacing()[::-1], part / "preview.png", title=cid)
+    row = {"case_id": cid, "status": "predicted", "rtstruct": result.rtstruct.name if result.rtstruct else "",
+           "n_clips": "" if result.n_clips is None else result.n_clips,
+           "tumour_bed_proposal_cc": "" if result.proposal_cc is None else result.proposal_cc,
+           "structures_cc": result.structures, "source": case.source}
+    atomic_write_text(part / CASE_SUMMARY, json.dumps(row, indent=2))
+    if final.exists() and opts.overwrite:
         shutil.rmtree(final)
-    part.rename(final)
+    try:
+        part.rename(final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        result.skipped = True           # another run finished this case meanwhile: keep its folder
     return result
 
 
-def _write_summary(out_dir: Path, results: list[CaseResult]) -> None:
-    names = sorted({n for r in results for n in r.structures})
-    rows = []
-    for r in results:
-        row = {"case_id": r.case_id, "status": "skipped (exists)" if r.skipped else "predicted",
-               "rtstruct": r.rtstruct.name if r.rtstruct else "", "n_clips": "" if r.n_clips is None else r.n_clips,
-               "tumour_bed_proposal_cc": "" if r.proposal_cc is None else r.proposal_cc}
-        row.update({f"{n}_cc": r.structures.get(n, "") for n in names})
-        rows.append(row)
-    cols = ["case_id", "status", "rtstruct", "n_clips", "tumour_bed_proposal_cc"] + [f"{n}_cc" for n in names]
-    atomic_write_csv(out_dir / "summary.csv", cols, rows)
+def write_summary(out_dir: Path) -> Path:
+    """Rebuild ``OUT/summary.csv`` from every complete case folder's ``summary.json`` (module docstring)."""
+    out_dir = Path(out_dir)
+    with locked(out_dir / ".summary.lock"):
+        rows = []
+        for f in sorted(out_dir.glob(f"*/{CASE_SUMMARY}")):
+            if f.parent.name.startswith("."):
+                continue
+            row = json.loads(f.read_text())
+            row.update({f"{n}_cc": v for n, v in row.pop("structures_cc", {}).items()})
+            rows.append(row)
+        names = sorted({k for r in rows for k in r if k.endswith("_cc") and k not in SUMMARY_COLUMNS})
+        atomic_write_csv(out_dir / "summary.csv", SUMMARY_COLUMNS + names, rows)
+    return out_dir / "summary.csv"

@@ -37,13 +37,19 @@ def clinical_structures(side: str, rng: np.random.Generator) -> tuple[list[str],
     return names, {"nodal_indication": indication, "omitted_oars": sorted(omitted)}
 
 
-def make_case(cohort: str, index: int, seed: int = 0, size: str = "small", labels: str = "full") -> Case:
+def make_case(cohort: str, index: int, seed: int = 0, size: str = "small", labels: str = "full",
+              orientation: str = "HFS") -> Case:
     """Case ``index`` of a cohort: the same whatever else is generated (one random stream per case).
 
     ``labels`` (breast cohort): "full" contours all 20 structures on both sides (research re-contouring);
     "clinical" keeps what a clinic exports (:func:`clinical_structures`), drawn from a stream of its own so
     that the CT, the dose and every other draw are the same for both. The clip cohort ignores it.
+    ``orientation`` (:data:`~nnunet_breast.synth.phantom.ORIENTATIONS`): how the patient lay in the scanner and
+    how the slices are stored. The patient is the same in every orientation (anatomy, clips, dose: the same patient
+    coordinates; arrays and grid stay in the patient's LPS axes); only the couch moves under the patient, and
+    :func:`~nnunet_breast.synth.export.write_case` writes the scan geometry (``case.meta["orientation"]``).
     """
+    position, _ = phantom.scan_geometry(orientation)
     if cohort not in COHORTS:
         raise ValueError(f"unknown cohort {cohort!r}; choose from {COHORTS}")
     if size not in phantom.SIZES:
@@ -61,7 +67,12 @@ def make_case(cohort: str, index: int, seed: int = 0, size: str = "small", label
     case = Case(f"{cohort}_{index:03d}", cohort, grid, hu, masks, side, contrast, site)
     if cohort == "clips":
         _add_clips(case, tissues, geo, rng)
-    phantom.add_couch(grid, case.hu, geo["R"])
+    if position == "HFS":
+        phantom.add_couch(grid, case.hu, geo["R"])
+    else:
+        down = phantom.POSITIONS[position][1][:2]                   # towards the couch, whatever the storage
+        phantom.add_couch(grid, case.hu, geo["R"], down, phantom.body_surface(geo, down))
+    case.meta["orientation"] = orientation
     case.hu = phantom.finish(case.hu, rng, noise=float(rng.uniform(8, 18)), intercept=phantom.SCANNERS[site][2])
     if cohort == "clips":
         case.masks = {"Clips": case.masks["Clips"]}
@@ -216,28 +227,34 @@ def tangential_dose(case: Case, geo) -> tuple[Grid, np.ndarray]:
     return dgrid, dose.astype(np.float32)
 
 
-def _write_one(cohort: str, index: int, seed: int, size: str, out: Path, labels: str = "full") -> Path:
+def _write_one(cohort: str, index: int, seed: int, size: str, out: Path, labels: str = "full",
+               orientation: str = "HFS") -> Path:
     from nnunet_breast.synth.export import write_case  # pydicom is only needed when writing
 
-    return write_case(make_case(cohort, index, seed, size, labels), out, seed)
+    return write_case(make_case(cohort, index, seed, size, labels, orientation), out, seed)
 
 
 def write_cohort(cohort: str, n: int, out: Path, seed: int = 0, size: str = "small", progress: bool = True,
-                 num_processes: int = 1, labels: str = "full") -> list[Path]:
+                 num_processes: int = 1, labels: str = "full", orientation: str = "HFS") -> list[Path]:
     """Write ``n`` cases under ``out/<PatientID>/`` as CT slices + RTSTRUCT (+ RTDOSE for breast).
 
     Cases are independent (one random stream each), so ``num_processes`` > 1 writes the same bytes faster
-    (a full-size case takes ~10 s). ``labels``: see :func:`make_case` (the CLI's default is "clinical").
+    (a full-size case takes ~10 s). ``labels``: see :func:`make_case` (the CLI's default is "clinical");
+    ``orientation``: every case scanned in that patient position (:func:`make_case`).
     """
     if labels not in LABELS:
         raise ValueError(f"unknown labels {labels!r}; choose from {LABELS}")
+    phantom.scan_geometry(orientation)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = map_cases(_write_one, [(cohort, i, seed, size, out, labels) for i in range(n)], num_processes,
+    written = map_cases(_write_one, [(cohort, i, seed, size, out, labels, orientation) for i in range(n)],
+                        num_processes,
                         desc=f"synth {cohort}", progress=progress)
     manifest = {"cohort": cohort, "n": n, "seed": seed, "size": size,
                 "cases": [p.name for p in written], "generator": "nnunet_breast.synth"}
     if cohort == "breast":
         manifest["labels"] = labels
+    if orientation != "HFS":
+        manifest["orientation"] = orientation
     (out / f"synth_{cohort}.json").write_text(json.dumps(manifest, indent=2))
     return written

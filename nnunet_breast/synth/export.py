@@ -5,18 +5,38 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from pydicom.dataset import Dataset
 
 from nnunet_breast.dicom.common import uid
 from nnunet_breast.dicom.ct import write_ct_series
 from nnunet_breast.dicom.rtdose import write_rtdose
+from nnunet_breast.dicom.rtplan import write_rtplan
 from nnunet_breast.dicom.rtstruct import RoiSpec, write_rtstruct
 from nnunet_breast.structures import catalog
-from nnunet_breast.synth.phantom import SCANNERS, Case, case_rng, structure_spelling
+from nnunet_breast.synth.phantom import SCANNERS, Case, case_rng, scan_geometry, structure_spelling
+from nnunet_breast.volumes.orientation import array_from_lps, grid_from_lps
+
+PRESCRIPTION_GY, FRACTIONS = 50.0, 25       # the tangent-pair dose model's (synth.cohort.tangential_dose)
+TPS = {"Manufacturer": "SynthTPS", "OperatorsName": "Dosimetrist^Synthetic"}
 
 
 def patient_id(case: Case) -> str:
     return f"SYN-{case.cohort.upper()[:2]}-{case.case_id.split('_')[-1]}"
+
+
+def scan_layout(case: Case):
+    """The case as its scan stores it (``case.meta["orientation"]``, head-first supine by default): (hu, masks,
+    spacing, origin, direction or None for the identity, PatientPosition). The same voxels, the same patient
+    positions; only their order, the grid's origin corner and the direction change."""
+    position, d = scan_geometry(case.meta.get("orientation", "HFS"))
+    g = case.grid
+    if np.array_equal(d, np.eye(3)):
+        return case.hu, case.masks, g.spacing, g.origin, None, position
+    spacing, origin = grid_from_lps(g.shape[::-1], g.spacing, g.origin, d.ravel())
+    relayout = lambda a: np.ascontiguousarray(array_from_lps(a, d.ravel()))  # noqa: E731
+    return (relayout(case.hu), {n: relayout(m) for n, m in case.masks.items()}, tuple(spacing), tuple(origin),
+            tuple(d.ravel()), position)
 
 
 def write_case(case: Case, out: Path, seed: int) -> Path:
@@ -45,26 +65,37 @@ def write_case(case: Case, out: Path, seed: int) -> Path:
     frame = uid(*ent, "frame")
     ct_series = uid(*ent, "ct-series")
     rs_series = uid(*ent, "rs-series")
-    g = case.grid
+    hu, masks, spacing, origin, direction, position = scan_layout(case)
     tmp = Path(tempfile.mkdtemp(prefix=f".{pid}.", dir=out))
     try:
-        refs = write_ct_series(case.hu, g.spacing, g.origin, tmp, study, series_uid=ct_series,
-                               frame_of_reference_uid=frame, intercept=intercept, entropy=ent, extra=equipment)
+        refs = write_ct_series(hu, spacing, origin, tmp, study, series_uid=ct_series,
+                               frame_of_reference_uid=frame, intercept=intercept, entropy=ent, extra=equipment,
+                               direction=direction, patient_position=position)
         rois = []
-        for name, mask in case.masks.items():
+        for name, mask in masks.items():
             s = catalog.BY_NAME[name]
             rois.append(RoiSpec(structure_spelling(name, rng, case.site), mask, s.kind, s.color))
         order = rng.permutation(len(rois))          # TPS exports do not follow our catalog order
-        write_rtstruct([rois[i] for i in order], refs, g.spacing, g.origin, study,
+        tps = {**TPS, "InstitutionName": case.site}
+        write_rtstruct([rois[i] for i in order], refs, spacing, origin, study,
                                  tmp / f"RS.{uid(*ent, 'rtstruct')}.dcm", series_uid=rs_series,
                                  ct_series_uid=ct_series, frame_of_reference_uid=frame, label="Breast RT",
-                                 entropy=ent, extra={"Manufacturer": "SynthTPS", "InstitutionName": case.site},
-                                 date_time=(study.StudyDate, study.StudyTime))
+                                 entropy=ent, extra=tps, date_time=(study.StudyDate, study.StudyTime),
+                                 direction=direction)
         if case.dose is not None:
+            target = f"CTVp_breast_{case.side}"
+            names = list(case.masks)
+            number = next((k + 1 for k, i in enumerate(order) if names[i] == target), None)   # ROINumber as written
+            plan = write_rtplan(study, tmp / f"RP.{uid(*ent, 'rtplan')}.dcm", series_uid=uid(*ent, "rp-series"),
+                                frame_of_reference_uid=frame, rtstruct_uid=uid(*ent, "rtstruct"), label="Breast tang",
+                                prescription_gy=PRESCRIPTION_GY, fractions=FRACTIONS, target_roi_number=number,
+                                target_name=target, entropy=ent, extra=tps,
+                                date_time=(study.StudyDate, study.StudyTime),
+                                description="Synthetic: prescription and fractionation only, no beams (model dose)")
             dgrid, dose = case.dose
             write_rtdose(dose, dgrid.spacing, dgrid.origin, study, tmp / f"RD.{uid(*ent, 'rtdose')}.dcm",
-                         series_uid=uid(*ent, "rd-series"), frame_of_reference_uid=frame,
-                         rtstruct_uid=uid(*ent, "rtstruct"), entropy=ent)
+                         series_uid=uid(*ent, "rd-series"), frame_of_reference_uid=frame, plan_uid=plan,
+                         entropy=ent, extra=tps)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

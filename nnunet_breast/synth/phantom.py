@@ -26,7 +26,8 @@ TITANIUM_HU = 8000.0   # titanium at 120 kV, far above the 12-bit ceiling: clips
 
 @dataclass
 class Grid:
-    """An axial CT grid (head-first supine, identity direction). Arrays are indexed [z, y, x]."""
+    """An axial CT grid, identity direction (the patient's own LPS axes). Arrays are indexed [z, y, x].
+    A scan in another patient position holds these voxels in another order (:func:`scan_geometry`)."""
     shape: tuple[int, int, int]            # (slices, rows, columns)
     spacing: tuple[float, float, float]    # (x, y, z) in mm, SimpleITK order
     origin: tuple[float, float, float]     # centre of voxel [0, 0, 0] in patient mm (LPS)
@@ -212,14 +213,44 @@ def render_hu(grid: Grid, tissues, masks, contrast: bool, rng: np.random.Generat
     return hu
 
 
-def add_couch(grid: Grid, hu: np.ndarray, R: float) -> None:
+# Patient positions (DICOM PatientPosition) -> patient directions (LPS) of the image's rows (+column index) and
+# columns (+row index, towards the couch). The slice normal (row x column) points to the head for head-first
+# and to the feet for feet-first scans. A "-negated" suffix stores the same scan with both cosines negated (the
+# pixel data turned by 180 degrees in the plane).
+POSITIONS = {"HFS": ((1, 0, 0), (0, 1, 0)), "HFP": ((-1, 0, 0), (0, -1, 0)), "FFS": ((-1, 0, 0), (0, 1, 0)),
+             "FFP": ((1, 0, 0), (0, -1, 0)), "HFDL": ((0, -1, 0), (1, 0, 0)), "HFDR": ((0, 1, 0), (-1, 0, 0))}
+ORIENTATIONS = (*POSITIONS, *(f"{p}-negated" for p in POSITIONS))
+
+
+def scan_geometry(orientation: str) -> tuple[str, np.ndarray]:
+    """(PatientPosition, SimpleITK direction 3x3 whose columns are the rows', columns' and slices' directions)."""
+    position, _, negated = orientation.partition("-")
+    if position not in POSITIONS or negated not in ("", "negated"):
+        raise ValueError(f"unknown orientation {orientation!r}; choose from {ORIENTATIONS}")
+    row, col = (np.asarray(v, float) * (-1 if negated else 1) for v in POSITIONS[position])
+    return position, np.column_stack([row, col, np.cross(row, col)])
+
+
+def add_couch(grid: Grid, hu: np.ndarray, R: float, down=(0.0, 1.0), surface: float = 0.64) -> None:
+    """The couch, under the patient: a shell 0.03-0.12 R beyond the body's farthest point ``surface`` (R units)
+    along ``down``, the patient direction (x, y) towards the couch (+y supine, -y prone, +-x decubitus)."""
     x, y = grid.axis_mm("x") / R, grid.axis_mm("y") / R
-    rows = (y >= 0.67) & (y <= 0.76)
-    cols = np.abs(x) <= 1.15
-    couch = rows[:, None] & cols[None, :]
-    shell = couch & ~(((y > 0.69) & (y < 0.74))[:, None])
+    along = down[0] * x[None, :] + down[1] * y[:, None]
+    across = np.abs(down[1] * x[None, :] - down[0] * y[:, None])
+    couch = (along >= surface + 0.03) & (along <= surface + 0.12) & (across <= 1.15)
+    shell = couch & ~((along > surface + 0.05) & (along < surface + 0.10))
     hu[:, couch] = -850.0
     hu[:, shell] = 250.0
+
+
+def body_surface(geo: dict, down) -> float:
+    """How far (R units) the body reaches along the unit vector ``down`` (x, y): the thorax ellipse, the breasts."""
+    n = np.asarray(down, float)
+    reach = float(np.hypot(n[0] * 1.0, n[1] * 0.64))                  # the thorax (build_anatomy's body)
+    for c in geo["breast_c"].values():
+        a, b = (1.12 * s for s in geo["breast_semi"][:2])
+        reach = max(reach, float(c[0] * n[0] + c[1] * n[1] + np.hypot(a * n[0], b * n[1])))
+    return reach
 
 
 def finish(hu: np.ndarray, rng: np.random.Generator, noise: float, intercept: float) -> np.ndarray:
