@@ -125,7 +125,7 @@ def test_paper_preset_preprocesses_and_trains_with_the_paper_recipe(planned, mon
     batch = next(train_loader)
     assert tuple(batch["data"].shape[2:]) == (64, 128, 128) == tuple(trainer.configuration_manager.patch_size)
     assert list(trainer.configuration_manager.spacing) == [3.0, 1.0, 1.0]
-    assert 0.0 <= float(batch["data"].min()) and float(batch["data"].max()) <= 1.0
+    assert 0.0 <= float(batch["data"].min()) and float(batch["data"].max()) <= 1.0 + 1e-6    # float32 rounding
     before = [p.detach().clone() for p in trainer.network.parameters()]
     trainer.network.train()
     loss = trainer.train_step(batch)["loss"]

@@ -80,7 +80,9 @@ _CRASH_AFTER_ONE_CASE = textwrap.dedent("""
 
 def test_rerun_after_a_crash_finishes_the_missing_cases(four_cases, tmp_path, rtstruct_matches_masks):
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-c", _CRASH_AFTER_ONE_CASE, four_cases, out], capture_output=True, text=True)
+    # cwd: outside the checkout, so that `python -c` imports the installed package, not the source folder
+    r = subprocess.run([sys.executable, "-c", _CRASH_AFTER_ONE_CASE, four_cases, out], capture_output=True, text=True,
+                       cwd=tmp_path)
     assert r.returncode == 3, r.stderr[-2000:]
     assert len(_case_folders(out)) == 1                            # the first case finished, whole
     [abandoned] = out.glob(".work-*")                              # the crashed run's work folder, half a case in it
@@ -107,7 +109,7 @@ def test_work_folders_are_private_and_only_abandoned_ones_are_removed(tmp_path):
             with private_work_folder({str(tmp_path)!r}) as w:
                 print(w, flush=True)
                 os._exit(0)
-        """)], capture_output=True, text=True, check=True)
+        """)], capture_output=True, text=True, check=True, cwd=tmp_path)
         gone = Path(crashed.stdout.strip())
         assert gone.is_dir() and gone != mine
         with private_work_folder(tmp_path) as other:               # a new run clears it, keeps ours
