@@ -58,6 +58,14 @@ def new_rt_dataset(sop_class: str, sop_instance: str, modality: str, study: Data
     return ds
 
 
+def sop_reference(sop_class: str, sop_instance: str) -> Dataset:
+    """One item of a Referenced ... Sequence: which object, of which class."""
+    item = Dataset()
+    item.ReferencedSOPClassUID = sop_class
+    item.ReferencedSOPInstanceUID = sop_instance
+    return item
+
+
 def read_modality(path, modality: str) -> Dataset:
     """A DICOM file of ``modality``, or a one-line UserError saying what it is instead."""
     import pydicom

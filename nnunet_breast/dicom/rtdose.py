@@ -8,7 +8,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from nnunet_breast.dicom.common import (RTDOSE_STORAGE, RTPLAN_STORAGE, ds_str, new_rt_dataset, read_modality,
-                                        uid)
+                                        sop_reference, uid)
 from nnunet_breast.errors import UserError
 
 STORED_MAX = 65535          # 16-bit unsigned dose values
@@ -43,10 +43,7 @@ def write_rtdose(dose_gy: np.ndarray, spacing, origin, study: Dataset, out_file:
     ds.DoseUnits = "GY"
     ds.DoseType = "PHYSICAL"
     ds.DoseSummationType = "PLAN"
-    plan = Dataset()
-    plan.ReferencedSOPClassUID = RTPLAN_STORAGE
-    plan.ReferencedSOPInstanceUID = plan_uid
-    ds.ReferencedRTPlanSequence = Sequence([plan])
+    ds.ReferencedRTPlanSequence = Sequence([sop_reference(RTPLAN_STORAGE, plan_uid)])
     peak = float(dose_gy.max()) if dose_gy.size else 0.0
     scaling = peak / STORED_MAX if peak > 0 else 1.0
     ds.DoseGridScaling = f"{scaling:.6e}"

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from nnunet_breast.dicom.common import RTPLAN_STORAGE, RTSTRUCT_STORAGE, ds_str, new_rt_dataset, now, uid
+from nnunet_breast.dicom.common import RTPLAN_STORAGE, RTSTRUCT_STORAGE, ds_str, new_rt_dataset, now, sop_reference, uid
 
 
 def write_rtplan(study: Dataset, out_file: Path, *, series_uid: str, frame_of_reference_uid: str, rtstruct_uid: str,
@@ -39,10 +39,7 @@ def write_rtplan(study: Dataset, out_file: Path, *, series_uid: str, frame_of_re
         ds.RTPlanDescription = description
     ds.PlanIntent = "CURATIVE"
     ds.RTPlanGeometry = "PATIENT"
-    structure_set = Dataset()
-    structure_set.ReferencedSOPClassUID = RTSTRUCT_STORAGE
-    structure_set.ReferencedSOPInstanceUID = rtstruct_uid
-    ds.ReferencedStructureSetSequence = Sequence([structure_set])
+    ds.ReferencedStructureSetSequence = Sequence([sop_reference(RTSTRUCT_STORAGE, rtstruct_uid)])
 
     target = Dataset()
     target.DoseReferenceNumber = 1
