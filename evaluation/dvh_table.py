@@ -53,8 +53,6 @@ def ct_files(folder: Path) -> list[Path]:
     from nnunet_breast.dataset_conversion.discovery import find_ct_series
 
     folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"--ct {folder} is not a folder")
     series = find_ct_series(folder)
     if len(series) > 1:
         raise UserError(f"{folder} holds {len(series)} CT series ({', '.join(s.series_uid for s in series)}); "

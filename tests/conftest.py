@@ -55,22 +55,8 @@ def breast501(breast_clinical_export, tmp_path_factory):
     console script in that environment and asserts it succeeded.
     """
     import json
-    import os
 
-    from nnunet_breast import env
-
-    root = tmp_path_factory.mktemp("nnunet501")
-    dirs = {v: root / v for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    for p in dirs.values():
-        p.mkdir()
-    environ = env.child_environ(**dict(os.environ, **{k: str(v) for k, v in dirs.items()}, nnUNet_def_n_proc="1",
-                                       nnUNet_n_proc_DA="1", nnUNet_compile="false"))
-
-    def run(*cmd):
-        r = subprocess.run([console_script(cmd[0]), *map(str, cmd[1:])], capture_output=True, text=True,
-                           env=environ)
-        assert r.returncode == 0, (cmd, r.stdout[-3000:], r.stderr[-3000:])
-        return r
+    dirs, run, environ = nnunet_sandbox(tmp_path_factory.mktemp("nnunet501"))
 
     run("nnunet-breast", "convert", "breast", "--input", breast_clinical_export, "--dataset-id", "501", "-np", "1")
     run("nnunet-breast", "splits", "-d", "501", "--stratify", "contrast,site", "--folds", "3")
@@ -103,6 +89,49 @@ def console_script(name: str) -> str:
     if found is None:
         raise FileNotFoundError(f"console script {name} is not installed next to {sys.executable}")
     return found
+
+
+def nnunet_sandbox(root: Path):
+    """(nnU-Net's three folders under ``root``, ``run(*cmd, ok=True)``, the environment): ``run`` starts a console
+    script of this environment in those folders (single process, no compile, our trainers found) and asserts it
+    succeeded unless ``ok=False``."""
+    import os
+
+    from nnunet_breast import env
+
+    dirs = {v: root / v for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for p in dirs.values():
+        p.mkdir()
+    environ = env.child_environ(**dict(os.environ, **{k: str(v) for k, v in dirs.items()}, nnUNet_def_n_proc="1",
+                                       nnUNet_n_proc_DA="1", nnUNet_compile="false"))
+
+    def run(*cmd, ok=True):
+        r = subprocess.run([console_script(cmd[0]), *map(str, cmd[1:])], capture_output=True, text=True,
+                           env=environ)
+        if ok:
+            assert r.returncode == 0, (cmd, r.stdout[-3000:], r.stderr[-3000:])
+        return r
+    return dirs, run, environ
+
+
+@pytest.fixture(scope="session")
+def breast_patient(tmp_path_factory):
+    """One synthetic breast patient as a TPS exports it, its CT read back and the phantom's masks (a fresh dict per
+    use: callers add masks to it)."""
+    from nnunet_breast.dicom.ct_reader import read_ct_series
+    from nnunet_breast.synth.cohort import make_case
+
+    root = tmp_path_factory.mktemp("breast_patient")
+    (patient,) = write_cohort("breast", 1, root, seed=0, size="small", progress=False)
+    ct = read_ct_series(sorted(patient.glob("CT.*.dcm")))
+    masks = make_case("breast", 0, seed=0, size="small").masks
+    return lambda: (patient, ct, dict(masks))
+
+
+@pytest.fixture(scope="session")
+def nnunet_sandbox_factory():
+    """:func:`nnunet_sandbox` for test modules (importlib mode cannot import conftest)."""
+    return nnunet_sandbox
 
 
 @pytest.fixture(scope="session")

@@ -10,16 +10,11 @@ geometry, the ROI and consistency; finding the clips is checked on the threshold
 on the synthetic CTs and must find every clip.
 """
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_breast import env
 from nnunet_breast.clips.roi import Roi
 from nnunet_breast.evaluation.clip_scores import score_clip_mask
 from nnunet_breast.inference.inputs import load_inputs
@@ -31,20 +26,9 @@ T2 = "nnUNetTrainerClipSegmentationTiny_2epochs"
 
 
 @pytest.fixture(scope="module")
-def cascade(tmp_path_factory):
+def cascade(tmp_path_factory, nnunet_sandbox_factory):
     root = tmp_path_factory.mktemp("cascade")
-    dirs = {v: root / v for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    for p in dirs.values():
-        p.mkdir()
-    environ = env.child_environ(**dict(os.environ, **{k: str(v) for k, v in dirs.items()}, nnUNet_def_n_proc="1",
-                                       nnUNet_n_proc_DA="1", nnUNet_compile="false"))
-    bindir = Path(sys.executable).parent
-
-    def run(*cmd, ok=True):
-        r = subprocess.run([str(bindir / cmd[0]), *map(str, cmd[1:])], capture_output=True, text=True, env=environ)
-        if ok:
-            assert r.returncode == 0, (cmd, r.stdout[-3000:], r.stderr[-3000:])
-        return r
+    dirs, run, _ = nnunet_sandbox_factory(root)
 
     write_cohort("clips", 5, root / "export", seed=0, size="small", progress=False)
     write_cohort("clips", 2, root / "new", seed=11, size="small", progress=False)

@@ -16,13 +16,12 @@ import numpy as np
 import pydicom
 import pytest
 
-from nnunet_breast.dicom.ct_reader import read_ct_series
 from nnunet_breast.dicom.rtstruct_export import (DEFAULT_LABEL, RTStructSettings, check_name_map, export_rtstruct,
                                                  load_name_map)
 from nnunet_breast.dicom.seg_export import export_seg
 from nnunet_breast.errors import UserError
 from nnunet_breast.structures import catalog
-from nnunet_breast.synth.cohort import make_case, write_cohort
+from nnunet_breast.synth.cohort import write_cohort
 
 DCIODVFY = shutil.which("dciodvfy")
 needs_dciodvfy = pytest.mark.skipif(DCIODVFY is None, reason="dicom3tools' dciodvfy is not installed "
@@ -49,12 +48,9 @@ def _hash(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory):
+def source(breast_patient):
     """One synthetic breast patient (CT + RTSTRUCT + RTPLAN + RTDOSE), its CT read back, masks and a proposal."""
-    root = tmp_path_factory.mktemp("conformance_src")
-    (patient,) = write_cohort("breast", 1, root, seed=0, size="small", progress=False)
-    ct = read_ct_series(sorted(patient.glob("CT.*.dcm")))
-    masks = dict(make_case("breast", 0, seed=0, size="small").masks)
+    patient, ct, masks = breast_patient()
     masks["Glnd_Thyroid"] = np.zeros_like(masks["Heart"])                      # predicted empty
     proposal = np.zeros_like(masks["Heart"])
     z, y, x = np.argwhere(masks["CTVp_breast_L"]).mean(axis=0).round().astype(int)

@@ -12,11 +12,9 @@ import pytest
 from nnunet_breast.dataset_conversion.rasterise import rasterise_roi
 from nnunet_breast.dicom import rtstruct_export
 from nnunet_breast.dicom.common import RTSTRUCT_STORAGE
-from nnunet_breast.dicom.ct_reader import read_ct_series
 from nnunet_breast.dicom.rtstruct import read_rtstruct
 from nnunet_breast.dicom.rtstruct_export import PROPOSAL_PREFIX, export_rtstruct
 from nnunet_breast.structures import catalog
-from nnunet_breast.synth.cohort import make_case, write_cohort
 
 PROPOSAL = "CTV_TumorBed_proposal"
 
@@ -27,12 +25,9 @@ def _hashes(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory):
+def source(breast_patient):
     """One synthetic breast patient as a TPS export, its CT read back, and masks to export."""
-    root = tmp_path_factory.mktemp("rs_export_src")
-    (patient,) = write_cohort("breast", 1, root, seed=0, size="small", progress=False)
-    ct = read_ct_series(sorted(patient.glob("CT.*.dcm")))
-    masks = dict(make_case("breast", 0, seed=0, size="small").masks)
+    patient, ct, masks = breast_patient()
     assert next(iter(masks.values())).shape == ct.image.GetSize()[::-1]
     clips = np.zeros_like(masks["Heart"])
     heart = np.argwhere(masks["Heart"])

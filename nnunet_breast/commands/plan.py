@@ -51,5 +51,5 @@ def run(args) -> int:
     if not args.no_paper:
         paper = planning.plan_paper(args.dataset_id, args.plans_name)
         print(f"{planning.PAPER_PLANS}/{planning.PAPER_CONFIG}: spacing {paper['spacing']}, "
-              f"patch {paper['patch_size']}, HU window {list(planning.PAPER_WINDOW)} -> [-1, 1]")
+              f"patch {paper['patch_size']}, HU window {list(planning.PAPER_WINDOW)} -> [0, 1]")
     return 0
