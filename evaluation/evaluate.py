@@ -1,7 +1,7 @@
 """Evaluate nnU-Net outputs against converted references: ``metrics.csv`` + ``summary.json``.
 
 References are the dataset's label maps (our overlap encoding). Predictions are read per case from,
-in order of preference, ``<case>.npz`` (nnU-Net ``--save_probabilities``: per-region probabilities,
+in order of preference, ``<case>/masks/<structure>.nii.gz`` (``nnunet-breast predict``'s output), ``<case>.npz`` (nnU-Net ``--save_probabilities``: per-region probabilities,
 overlaps kept) or ``<case>.nii.gz`` (nnU-Net's exported label map: for region training nnU-Net writes
 the regions in order, so a voxel in two structures keeps the later one; decoded with the same table).
 
@@ -57,7 +57,19 @@ def _on_reference_grid(image: sitk.Image, reference: sitk.Image, case_id: str) -
 
 def read_prediction(pred_dir: Path, case_id: str, encoding: OverlapEncoding,
                     reference: sitk.Image | None = None) -> dict[str, np.ndarray]:
-    """A case's prediction (nnU-Net's npz, or a label map NIfTI brought onto ``reference``'s voxel order)."""
+    """A case's prediction: nnU-Net's npz, a label map NIfTI, or ``nnunet-breast predict``'s ``<case>/masks/``
+    (one mask per structure on the CT grid), each brought onto ``reference``'s voxel order."""
+    masks_dir = pred_dir / case_id / "masks"
+    if masks_dir.is_dir():
+        files = {n: masks_dir / f"{n}.nii.gz" for n in encoding.structures if (masks_dir / f"{n}.nii.gz").is_file()}
+        if not files:
+            raise UserError(f"{masks_dir} holds no mask of this dataset's structures")
+        out = {}
+        for name, f in files.items():
+            image = sitk.ReadImage(str(f))
+            out[name] = (sitk.GetArrayFromImage(image) if reference is None
+                         else _on_reference_grid(image, reference, case_id)) > 0
+        return out
     npz = pred_dir / f"{case_id}.npz"
     if npz.is_file():
         return encoding.decode_regions(np.load(npz)["probabilities"])
@@ -75,6 +87,7 @@ def evaluate_one(case_id: str, ref_dir: Path, pred_dir: Path, encoding: OverlapE
     ref = encoding.decode(sitk.GetArrayFromImage(ref_img).astype(np.int64))
     pred = read_prediction(pred_dir, case_id, encoding, ref_img)
     shape = next(iter(ref.values())).shape
+    pred = {n: pred.get(n, np.zeros(shape, bool)) for n in encoding.structures}     # a missing mask is empty
     if next(iter(pred.values())).shape != shape:
         raise UserError(f"{case_id}: prediction shape {next(iter(pred.values())).shape} != reference {shape}")
     spacing_zyx = ref_img.GetSpacing()[::-1]
@@ -99,7 +112,8 @@ def evaluate_folder(ref_dir: Path, pred_dir: Path, dataset_json: Path, out_dir: 
             raise UserError(f"{folder} is not a folder")
     encoding, cohort = load_dataset_encoding(dataset_json)
     cases = sorted(p.name[: -len(".nii.gz")] for p in Path(ref_dir).glob("*.nii.gz"))
-    cases = [c for c in cases if (pred_dir / f"{c}.npz").is_file() or (pred_dir / f"{c}.nii.gz").is_file()]
+    cases = [c for c in cases if (pred_dir / f"{c}.npz").is_file() or (pred_dir / f"{c}.nii.gz").is_file()
+             or (pred_dir / c / "masks").is_dir()]
     if not cases:
         raise UserError(f"no case of {ref_dir} has a prediction in {pred_dir}")
     args = [(c, Path(ref_dir), Path(pred_dir), encoding, cohort, tolerance_mm) for c in cases]

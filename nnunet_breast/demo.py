@@ -26,10 +26,12 @@ import SimpleITK as sitk
 
 from nnunet_breast.errors import UserError
 
-BREAST_ID, CLIPS_ID, STAGE2_ID, CLIPS_TEST_ID = 701, 702, 703, 704
-#: (breast trainer, clip trainer suffix) per device: a minute or two per model on 2 CPU cores; on a GPU, 10 / 5
-#: nnU-Net epochs of 250 iterations, a few minutes
-SCHEDULES = {"cpu": ("nnUNetTrainerEffNetB0DemoCPU", "DemoCPU"), "cuda": ("nnUNetTrainerEffNetB0_10epochs", "_5epochs")}
+BREAST_ID, CLIPS_ID, STAGE2_ID, CLIPS_TEST_ID, BREAST_TEST_ID = 701, 702, 703, 704, 705
+#: (breast configuration, breast trainer, clip trainer suffix) per device. CPU: the CPU configuration
+#: (``plan --cpu``: coarse spacing, small patch, 1/4-width B0) for a few minutes; GPU: nnU-Net's 3d_fullres
+#: spacing and patch, 10 / 5 nnU-Net epochs of 250 iterations
+SCHEDULES = {"cpu": ("3d_cpu_effnetb0", "nnUNetTrainerEffNetB0DemoCPU", "DemoCPU"),
+             "cuda": ("3d_fullres_effnetb0", "nnUNetTrainerEffNetB0_10epochs", "_5epochs")}
 
 
 class DemoError(UserError):
@@ -37,13 +39,14 @@ class DemoError(UserError):
 
 
 class Demo:
-    def __init__(self, out: Path, device: str, n_train: int = 5, n_new: int = 2, cascade: bool = False,
-                 breast_trainer: str | None = None, clip_suffix: str | None = None):
+    def __init__(self, out: Path, device: str, n_train: int = 10, n_new: int = 2, cascade: bool = False,
+                 breast_trainer: str | None = None, clip_suffix: str | None = None, n_train_clips: int = 5):
         self.out = Path(out).resolve()
         self.device = device
-        self.n_train, self.n_new, self.cascade = n_train, n_new, cascade
-        self.breast_trainer = breast_trainer or SCHEDULES[device][0]
-        self.clip_suffix = clip_suffix or SCHEDULES[device][1]
+        self.n_train, self.n_new, self.cascade, self.n_train_clips = n_train, n_new, cascade, n_train_clips
+        self.breast_config = SCHEDULES[device][0]
+        self.breast_trainer = breast_trainer or SCHEDULES[device][1]
+        self.clip_suffix = clip_suffix or SCHEDULES[device][2]
         self.logs = self.out / "logs"
         self.t0 = time.perf_counter()
         self.step_no = 0
@@ -87,7 +90,7 @@ class Demo:
         self.train_clips()
         evaluation = self.evaluate()
         predictions = self.predict()
-        outputs = {**evaluation, **predictions}
+        outputs = {**evaluation, **predictions, "new patients scores": self.score_new_patients(predictions["predictions"])}
         self.step(f"done in {time.perf_counter() - self.t0:.0f} s")
         for k, v in outputs.items():
             print(f"  {k:<28} {v}")
@@ -98,20 +101,30 @@ class Demo:
 
         self.step("synthetic TPS exports (DICOM CT + RTSTRUCT [+ RTDOSE])")
         exports = self.out / "exports"
-        write_cohort("breast", self.n_train, exports / "breast_train", seed=0, size="small")
-        write_cohort("clips", self.n_train, exports / "clips_train", seed=0, size="small")
-        write_cohort("clips", self.n_new, exports / "new_patients", seed=2026, size="small")
+        # training: what clinics export (treated side only, some structures missing); new patients: boost
+        # patients (clips) with every structure contoured, to score both models against
+        write_cohort("breast", self.n_train, exports / "breast_train", seed=0, size="small", labels="clinical")
+        write_cohort("clips", self.n_train_clips, exports / "clips_train", seed=0, size="small")
+        write_cohort("clips", self.n_new, exports / "new_patients", seed=2026, size="small", labels="full",
+                     structures=True)
         self.step("convert to nnU-Net datasets")
         self.sh("nnunet-breast", "convert", "breast", "-i", exports / "breast_train", "-d", BREAST_ID, "-np", "1")
         self.sh("nnunet-breast", "convert", "clips", "-i", exports / "clips_train", "-d", CLIPS_ID, "-np", "1")
         self.sh("nnunet-breast", "convert", "clips", "-i", exports / "new_patients", "-d", CLIPS_TEST_ID,
                 "--name", "NewPatientsClips", "-np", "1")
+        self.sh("nnunet-breast", "convert", "breast", "-i", exports / "new_patients", "-d", BREAST_TEST_ID,
+                "--name", "NewPatientsBreast", "-np", "1")
 
     def train_breast(self) -> None:
-        self.step("breast model: stock planning + EfficientNet-B0 plans, train fold 0")
-        self.sh("nnUNetv2_plan_and_preprocess", "-d", BREAST_ID, "-c", "3d_fullres", "-np", "1")
-        self.sh("nnunet-breast", "plan", "-d", BREAST_ID, "--no-paper")
-        self.sh("nnUNetv2_train", BREAST_ID, "3d_fullres_effnetb0", "0", "-tr", self.breast_trainer, "--npz",
+        self.step(f"breast model: stock planning + EfficientNet-B0 plans ({self.breast_config}), train fold 0")
+        if self.breast_config == "3d_cpu_effnetb0":
+            self.sh("nnUNetv2_plan_and_preprocess", "-d", BREAST_ID, "--no_pp", "-np", "1")
+            self.sh("nnunet-breast", "plan", "-d", BREAST_ID, "--no-paper", "--cpu")
+            self.sh("nnUNetv2_preprocess", "-d", BREAST_ID, "-c", self.breast_config, "-np", "1")
+        else:
+            self.sh("nnUNetv2_plan_and_preprocess", "-d", BREAST_ID, "-c", "3d_fullres", "-np", "1")
+            self.sh("nnunet-breast", "plan", "-d", BREAST_ID, "--no-paper")
+        self.sh("nnUNetv2_train", BREAST_ID, self.breast_config, "0", "-tr", self.breast_trainer, "--npz",
                 "-device", self.device)
 
     def train_clips(self) -> None:
@@ -137,7 +150,7 @@ class Demo:
 
         self.step("evaluate the breast model on its fold-0 validation cases (tables + box plots)")
         raw = dataset_dir("nnUNet_raw", BREAST_ID)
-        val = (dataset_dir("nnUNet_results", BREAST_ID) / f"{self.breast_trainer}__nnUNetPlans__3d_fullres_effnetb0"
+        val = (dataset_dir("nnUNet_results", BREAST_ID) / f"{self.breast_trainer}__nnUNetPlans__{self.breast_config}"
                / "fold_0" / "validation")
         ev = self.out / "evaluation_breast"
         self.sh("nnunet-breast", "evaluate", "--ref", raw / "labelsTr", "--pred", val, "-d", BREAST_ID, "-o", ev,
@@ -155,7 +168,8 @@ class Demo:
                      ["--clips-method", "single", "--clips-d", CLIPS_ID,
                       "--clips-tr", f"nnUNetTrainerClipSingleStage{self.clip_suffix}"])
         self.sh("nnunet-breast", "predict", "-i", self.out / "exports" / "new_patients", "-o", out, "--model", "both",
-                "-d", BREAST_ID, "-tr", self.breast_trainer, *clip_args, "-device", self.device)
+                "-d", BREAST_ID, "-tr", self.breast_trainer, "-c", self.breast_config, *clip_args,
+                "-device", self.device)
         table = self.score_clips(out)
         return {"predictions": out, "summary": out / "summary.csv", "clip scores": table,
                 "RTSTRUCTs": out / "*/RS.*.dcm", "previews": out / "*/preview.png"}
@@ -182,6 +196,45 @@ class Demo:
             print(f"  {r['case_id']}: clip DSC {r['dsc']:.3f}, found {r['clips_found']}, missed {r['clips_missed']}, "
                   f"false {r['clips_false']}")
         return path
+
+    def score_new_patients(self, pred: Path) -> Path:
+        """The breast model's masks on the new patients against their full structure sets (``nnunet-breast
+        evaluate`` reads ``predict``'s output): ``evaluation_new_patients.csv``, one row per case and structure;
+        printed as per-structure means."""
+        from nnunet_breast.env import dataset_dir
+        from nnunet_breast.evaluation.metrics import is_evaluated
+        from nnunet_breast.util.files import atomic_write_csv
+
+        self.step("score the breast model on the new patients (every structure contoured)")
+        raw = dataset_dir("nnUNet_raw", BREAST_TEST_ID)
+        ev = self.out / "evaluation_new_patients"
+        self.sh("nnunet-breast", "evaluate", "--ref", raw / "labelsTr", "--pred", pred, "-d", BREAST_TEST_ID,
+                "-o", ev, "-np", "1")
+        rows = [{"case_id": r["case_id"], "structure": r["structure"], "dsc": r["dsc"], "hd95_mm": r["hd95"],
+                 "volume_ref_cc": r["volume_ref_cc"], "volume_pred_cc": r["volume_pred_cc"],
+                 "evaluated": is_evaluated(r)} for r in read_summary(ev / "metrics.csv")]
+        path = self.out / "evaluation_new_patients.csv"
+        atomic_write_csv(path, list(rows[0]), rows)
+        print(new_patients_table(rows))
+        return path
+
+
+def new_patients_table(rows: list[dict]) -> str:
+    """Per-structure mean DSC / HD95 over the cases that contour it, and the mean over structures."""
+    by: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        if r["evaluated"]:
+            by.setdefault(r["structure"], []).append((float(r["dsc"]), float(r["hd95_mm"])))
+    lines = [f"  {'structure':<16} {'DSC':>6} {'HD95 mm':>8}  cases"]
+    means = []
+    for name, scores in by.items():
+        dsc = float(np.mean([s[0] for s in scores]))
+        hds = [s[1] for s in scores if np.isfinite(s[1])]           # no HD95 where nothing was predicted
+        means.append(dsc)
+        hd = f"{np.mean(hds):8.1f}" if hds else f"{'-':>8}"
+        lines.append(f"  {name:<16} {dsc:6.3f} {hd}  {len(scores)}")
+    lines.append(f"  {'mean':<16} {np.mean(means):6.3f}")
+    return "\n".join(lines)
 
 
 def read_summary(path: Path) -> list[dict]:

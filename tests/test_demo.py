@@ -25,6 +25,7 @@ from nnunet_breast.inference.inputs import load_inputs
 from nnunet_breast.structures import catalog
 
 TINY_EFFNET = "nnUNetTrainerEffNetB0QuickCPU"
+CPU_CONFIG = "3d_cpu_effnetb0"            # the demo's breast configuration on CPU (`plan --cpu`)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,13 @@ def test_demo_outputs_exist_and_read_back(demo):
     assert (out / "evaluation_breast" / "metrics.csv").is_file()
     assert list((out / "evaluation_breast" / "report").glob("*.png"))
     assert (out / "evaluation_clips.csv").is_file()
+    # the breast model scored on the new patients against their full structure sets, one row per case x structure
+    scores = list(csv.DictReader(open(out / "evaluation_new_patients.csv")))
+    assert {"case_id", "structure", "dsc", "hd95_mm"} <= set(scores[0])
+    assert sorted({r["case_id"] for r in scores}) == sorted(sources)
+    assert sorted(r["structure"] for r in scores) == sorted(list(catalog.BREAST_STRUCTURES) * 2)
+    assert all(r["evaluated"] == "True" and 0.0 <= float(r["dsc"]) <= 1.0 for r in scores)
+    assert "mean" in demo["stdout"] and "CTVp_breast_L" in demo["stdout"]     # the table, printed
     for case in (out / "predictions").iterdir():
         if not case.is_dir() or case.name.startswith("."):
             continue
@@ -133,7 +141,7 @@ def test_predict_nifti_input_reruns_and_parts(demo, tmp_path):
     for c in cases:
         sitk.WriteImage(c.image, str(nii / f"{c.case_id}_0000.nii.gz"))
     pred = tmp_path / "pred"
-    common = ["-d", "701", "-tr", TINY_EFFNET, "-device", "cpu", "--no-preview"]
+    common = ["-d", "701", "-tr", TINY_EFFNET, "-c", CPU_CONFIG, "-device", "cpu", "--no-preview"]
     predict("-i", nii, "-o", pred, "--model", "breast", "-num_parts", "2", "-part_id", "1", *common)
     done = [p.name for p in pred.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(done) == 1 and not (pred / done[0] / f"RS.{done[0]}.dcm").exists()    # NIfTI: nothing to reference
@@ -153,7 +161,8 @@ def test_predict_nifti_input_reruns_and_parts(demo, tmp_path):
 
 def test_predict_refuses_bad_inputs(demo, tmp_path):
     out, predict = demo["out"], demo["predict"]
-    common = ["-o", tmp_path / "o", "--model", "breast", "-d", "701", "-tr", TINY_EFFNET, "-device", "cpu"]
+    common = ["-o", tmp_path / "o", "--model", "breast", "-d", "701", "-tr", TINY_EFFNET, "-c", CPU_CONFIG,
+              "-device", "cpu"]
     empty = tmp_path / "empty"
     empty.mkdir()
     r = predict("-i", empty, *common, ok=False)

@@ -2,7 +2,8 @@
 
 ``nnUNetTrainerNoLRMirroring``: nnU-Net's network and recipe, without mirroring along the patient's left-right
 axis when the dataset has lateral structures, and with the partial-label loss when the dataset records
-structures a case did not annotate (on a fully annotated dataset: vanilla nnU-Net minus left-right mirroring).
+structures a case did not annotate (on a fully annotated dataset: vanilla nnU-Net minus left-right mirroring),
+and bf16 on CPUs that compute it natively, as ours (so that CPU timings compare like with like).
 Comparisons against vanilla use it, so that both sides follow the same rules.
 ``nnUNetTrainerTiny_2epochs`` applies the tiny schedule to nnU-Net's own PlainConvUNet exactly as planned (stages,
 kernels, strides) with every stage's feature count divided by 4 and capped at 64.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+from nnunet_breast.trainers.cpu import CPUAutocast
 from nnunet_breast.trainers.laterality import NoLeftRightMirroring
 from nnunet_breast.trainers.partial_labels import PartialLabels
 from nnunet_breast.trainers.schedules import TinyCPUSchedule
@@ -23,7 +25,7 @@ def shrink_widths(arch_kwargs: dict, divisor: int = 4, cap: int = 64, floor: int
     return kwargs
 
 
-class nnUNetTrainerNoLRMirroring(NoLeftRightMirroring, PartialLabels, nnUNetTrainer):
+class nnUNetTrainerNoLRMirroring(CPUAutocast, NoLeftRightMirroring, PartialLabels, nnUNetTrainer):
     """Vanilla nnU-Net under the breast trainers' clinical-data rules (module docstring)."""
 
 

@@ -12,14 +12,16 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_breast.networks.plans import build_effnet
+from nnunet_breast.trainers.cpu import CPUAutocast
 from nnunet_breast.trainers.laterality import NoLeftRightMirroring
 from nnunet_breast.trainers.partial_labels import PartialLabels
 from nnunet_breast.trainers.transforms import INTENSITY_TRANSFORMS, transform_name
 
 
-class nnUNetTrainerEffNetB0(NoLeftRightMirroring, PartialLabels, nnUNetTrainer):
+class nnUNetTrainerEffNetB0(CPUAutocast, NoLeftRightMirroring, PartialLabels, nnUNetTrainer):
     """nnU-Net's recipe (SGD + poly LR, CE+Dice or the region loss, deep supervision) with the B0 U-Net; no
-    left-right mirroring for lateral structures (``laterality.py``), partial labels (``partial_labels.py``)."""
+    left-right mirroring for lateral structures (``laterality.py``), partial labels (``partial_labels.py``), bf16
+    on CPUs that compute it natively (``cpu.py``)."""
 
     network_overrides: dict = {}
 

@@ -14,6 +14,7 @@ from nnunet_breast.trainers.clips import (
     nnUNetTrainerClipSingleStage,
 )
 from nnunet_breast.trainers.effnet import nnUNetTrainerEffNetB0, nnUNetTrainerEffNetB0Paper
+from nnunet_breast.trainers.recipes import AdamWWarmupCosine
 from nnunet_breast.trainers.schedules import (
     DemoCPUSchedule,
     Epochs,
@@ -80,18 +81,35 @@ class nnUNetTrainerEffNetB0PaperTiny_2epochs(TinyCPUSchedule, _QuarterWidth, nnU
     """nnUNetTrainerEffNetB0Paper at 1/4 width on the tiny CPU schedule: tests."""
 
 
+class nnUNetTrainerNoLRMirroringShortCPU(ShortCPUSchedule, nnUNetTrainerNoLRMirroring):
+    """The vanilla baseline on the short CPU schedule: benchmarks/breast_accuracy.py on CPU."""
+
+
 class nnUNetTrainerEffNetB0ShortCPU(ShortCPUSchedule, nnUNetTrainerEffNetB0):
-    """nnUNetTrainerEffNetB0 at 1/2 width on the short CPU schedule: benchmarks."""
-
-    network_overrides = {"width_multiplier": 0.5, "stem_features": 8}
+    """nnUNetTrainerEffNetB0 (network as planned) on the short CPU schedule: benchmarks/breast_accuracy.py on CPU."""
 
 
-class nnUNetTrainerEffNetB0DemoCPU(DemoCPUSchedule, _QuarterWidth, nnUNetTrainerEffNetB0):
-    """nnUNetTrainerEffNetB0 at 1/4 width on the demo's CPU schedule."""
+class nnUNetTrainerEffNetB0PaperShortCPU(ShortCPUSchedule, nnUNetTrainerEffNetB0Paper):
+    """The paper's recipe on the short CPU schedule: benchmarks/breast_accuracy.py on CPU."""
 
 
-class nnUNetTrainerEffNetB0QuickCPU(QuickDemoCPUSchedule, _QuarterWidth, nnUNetTrainerEffNetB0):
-    """`nnunet-breast demo --quick`: 1/4 width, 2 x 2 iterations, foreground-prior heads (tests)."""
+class nnUNetTrainerEffNetB0Paper_10epochs(_Epochs10, nnUNetTrainerEffNetB0Paper):
+    pass
+
+
+class _DemoRecipe(AdamWWarmupCosine):
+    """AdamW at 3e-3 (at 1e-3 the CPU demo's heart and lungs start later; docs/benchmarks.md)."""
+
+    adamw_lr = 3e-3
+
+
+class nnUNetTrainerEffNetB0DemoCPU(DemoCPUSchedule, _DemoRecipe, nnUNetTrainerEffNetB0):
+    """The demo's breast model on CPU: the network as planned (``plan --cpu``: 1/4 width), AdamW, the demo's
+    schedule."""
+
+
+class nnUNetTrainerEffNetB0QuickCPU(QuickDemoCPUSchedule, _DemoRecipe, nnUNetTrainerEffNetB0):
+    """`nnunet-breast demo --quick`: the demo's trainer on 2 x 2 iterations (tests)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -118,6 +136,13 @@ class _LongCPU(_ShortCPU):
     """3x the ShortCPU schedule (30 epochs x 50 iterations) for the fine nets: same widths and LR."""
 
     schedule = (30, 50, 2)
+
+
+class _ClipDemoCPUSchedule(DemoCPUSchedule):
+    """The clip models' CPU demo schedule: 4 epochs x 12 iterations (too short to find clips; the breast
+    model's demo schedule is longer)."""
+
+    schedule = (4, 12, 1)
 
 
 class _DemoCPU:
@@ -180,15 +205,15 @@ class nnUNetTrainerClipSingleStageLongCPU(_LongCPU, nnUNetTrainerClipSingleStage
     pass
 
 
-class nnUNetTrainerClipLocationDemoCPU(DemoCPUSchedule, _DemoCPU, nnUNetTrainerClipLocation):
+class nnUNetTrainerClipLocationDemoCPU(_ClipDemoCPUSchedule, _DemoCPU, nnUNetTrainerClipLocation):
     pass
 
 
-class nnUNetTrainerClipSegmentationDemoCPU(DemoCPUSchedule, _DemoCPU, nnUNetTrainerClipSegmentation):
+class nnUNetTrainerClipSegmentationDemoCPU(_ClipDemoCPUSchedule, _DemoCPU, nnUNetTrainerClipSegmentation):
     pass
 
 
-class nnUNetTrainerClipSingleStageDemoCPU(DemoCPUSchedule, _DemoCPU, nnUNetTrainerClipSingleStage):
+class nnUNetTrainerClipSingleStageDemoCPU(_ClipDemoCPUSchedule, _DemoCPU, nnUNetTrainerClipSingleStage):
     pass
 
 
@@ -202,3 +227,4 @@ class nnUNetTrainerClipSegmentationQuickCPU(QuickDemoCPUSchedule, _DemoCPU, nnUN
 
 class nnUNetTrainerClipSingleStageQuickCPU(QuickDemoCPUSchedule, _DemoCPU, nnUNetTrainerClipSingleStage):
     pass
+

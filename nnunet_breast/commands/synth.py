@@ -36,6 +36,9 @@ def add_arguments(p):
                         "thyroid or esophagus (probabilities in docs/methods.md); full: all 20 structures on both "
                         "sides (research re-contouring, for held-out evaluation). Same CT either way; the clip "
                         "cohort always contours its clips")
+    p.add_argument("--with-structures", action="store_true",
+                   help="clip cohort: also contour the breast structures (--labels applies), as a boost patient's "
+                        "structure set does")
     p.add_argument("--orientation", choices=ORIENTATIONS, default="HFS", metavar="POSITION",
                    help="patient position of the scan: HFS (default), HFP, FFS, FFP, HFDL, HFDR; add -negated for "
                         "the same scan stored with negated row and column direction cosines (e.g. HFS-negated). "
@@ -52,8 +55,8 @@ def run(args) -> int:
         raise UserError(f"--out {args.out} exists and is not a folder")
     written = write_cohort(args.cohort, args.n, args.out, seed=args.seed, size=args.size,
                            num_processes=max(1, args.num_processes), labels=args.labels,
-                           orientation=args.orientation)
-    labels = f" ({args.labels} labels)" if args.cohort == "breast" else ""
+                           orientation=args.orientation, structures=args.with_structures)
+    labels = f" ({args.labels} labels)" if args.cohort == "breast" or args.with_structures else ""
     scan = f", scanned {args.orientation}" if args.orientation != "HFS" else ""
     print(f"wrote {len(written)} {args.cohort} cases{labels}{scan} to {args.out}")
     return 0

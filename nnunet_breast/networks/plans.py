@@ -28,11 +28,22 @@ PAPER_CLIP_STRIDES = [[1, 1, 1]] + [[2, 2, 2]] * 5
 PAPER_CLIP_KERNELS = [[3, 3, 3]] * 6
 
 
+#: features of the EfficientNet U-Net's full-resolution level (light stem, last decoder level, the heads read
+#: them): nnU-Net's first-stage width. With 4 (1/4 width) the 20 region heads shared 4 features and the network
+#: had not told the left lung from the right after 600 iterations; with 16 it had after 200 (docs/benchmarks.md)
+FULL_RES_FEATURES = 32
+
+
+def full_res_features(width: float) -> int:
+    """:data:`FULL_RES_FEATURES` scaled with the network's width, never below 16."""
+    return max(16, int(round(FULL_RES_FEATURES * width)))
+
+
 def effnet_architecture(strides, kernel_sizes, **overrides) -> dict:
     """The plans ``architecture`` entry of the EfficientNet-B0 U-Net for a planned topology."""
     kwargs = {"strides": [list(map(int, s)) for s in strides],
               "kernel_sizes": [list(map(int, k)) for k in kernel_sizes],
-              "variant": "b0", "stem_features": 8, "decoder_convs": 1, "decoder_block": "conv",
+              "variant": "b0", "stem_features": FULL_RES_FEATURES, "decoder_convs": 1, "decoder_block": "conv",
               "norm_op": "torch.nn.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
               "nonlin": "torch.nn.SiLU", "nonlin_kwargs": {"inplace": True},
               "drop_path_rate": 0.2, "se_ratio": 0.25}

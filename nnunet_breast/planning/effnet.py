@@ -13,6 +13,10 @@ Runs after stock fingerprinting/planning (``nnUNetv2_plan_and_preprocess``):
   window's floor, not as mid-window soft tissue). The window must
   live in a plans file of its own because nnU-Net's CTNormalization reads its clip bounds and mean/std
   from the plans-wide ``foreground_intensity_properties_per_channel``.
+* ``3d_cpu_effnetb0`` in ``nnUNetPlans.json`` (``plan --cpu``): a coarser spacing, planned from the data, at
+  which the median image fits a small patch, and a 1/4-width network without stochastic depth (short
+  schedules), so that a 2-core CPU trains hundreds of iterations in minutes (the demo, the tests, CPU-only
+  sites). Its own ``data_identifier``: preprocess it with ``nnUNetv2_preprocess -c 3d_cpu_effnetb0``.
 """
 from __future__ import annotations
 
@@ -21,12 +25,17 @@ import copy
 import numpy as np
 
 from nnunet_breast.errors import UserError
-from nnunet_breast.networks.plans import effnet_architecture
+from nnunet_breast.networks.plans import effnet_architecture, full_res_features
 from nnunet_breast.planning.common import read_plans, write_plans
 
 PAPER_PLANS = "nnUNetPlans_effnetb0paper"
 PAPER_CONFIG = "3d_effnetb0_paper"
 EFFNET_CONFIG = "3d_fullres_effnetb0"
+CPU_CONFIG = "3d_cpu_effnetb0"
+#: voxels per CPU patch (batch 2): the median image is resampled until it fits, finer axes coarsened first
+CPU_PATCH_VOXELS = 64 * 64 * 16
+#: the CPU configuration's network: B0 at this width (stem scaled alike)
+CPU_WIDTH = 0.25
 PAPER_SPACING_XYZ = (1.0, 1.0, 3.0)
 PAPER_PATCH_XYZ = (128, 128, 64)
 PAPER_WINDOW = (-160.0, 240.0)
@@ -94,4 +103,42 @@ def plan_paper(dataset_id: int, source_plans: str = "nnUNetPlans") -> dict:
         # CTNormalization: clip to [percentile_00_5, percentile_99_5], then (x - mean) / std -> [0, 1]
         props.update({"percentile_00_5": lo, "percentile_99_5": hi, "mean": lo, "std": hi - lo})
     write_plans(source.parent / f"{PAPER_PLANS}.json", paper)
+    return config
+
+
+def cpu_spacing(spacing, median_shape, voxel_budget: int) -> np.ndarray:
+    """nnU-Net's 3d_lowres rule on a voxel budget: grow the spacing by 3 % steps, the finer axes first until
+    they are within 2x of the coarsest, until the median image (in mm, fixed) has at most ``voxel_budget`` voxels."""
+    spacing = np.array(spacing, float)
+    extent = spacing * np.array(median_shape, float)
+    new = spacing.copy()
+    while np.prod(extent / new) > voxel_budget:
+        fine = new.max() / new > 2
+        new[fine if fine.any() else slice(None)] *= 1.03
+    return new
+
+
+def plan_cpu(dataset_id: int, voxel_budget: int = CPU_PATCH_VOXELS, width: float = CPU_WIDTH,
+             plans_name: str = "nnUNetPlans") -> dict:
+    """Add ``3d_cpu_effnetb0`` (see the module docstring) to an existing plans file; returns it."""
+    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
+
+    if voxel_budget < 4096:
+        raise UserError(f"--cpu-patch-voxels must be >= 4096 (16^3), got {voxel_budget}")
+    if not 0 < width <= 2:
+        raise UserError(f"--cpu-width must be in (0, 2], got {width}")
+    plans_file, plans, base = read_plans(dataset_id, plans_name)
+    median = np.array(base["median_image_size_in_voxels"], float)
+    spacing = cpu_spacing(base["spacing"], median, voxel_budget)
+    shape = median * np.array(base["spacing"]) / spacing
+    # the patch is the median image, padded to what the planned strides divide (nnU-Net's rule)
+    _, strides, kernels, patch, _ = get_pool_and_conv_props(list(spacing), [int(round(v)) for v in shape], 4, 999999)
+    config = copy.deepcopy(base)
+    config.update({"data_identifier": f"{plans_name}_{CPU_CONFIG}", "spacing": [float(v) for v in spacing],
+                   "patch_size": [int(p) for p in patch], "batch_size": 2,
+                   "median_image_size_in_voxels": [float(round(v)) for v in shape],
+                   "architecture": effnet_architecture(strides, kernels, width_multiplier=width,
+                                                       stem_features=full_res_features(width), drop_path_rate=0.0)})
+    plans["configurations"][CPU_CONFIG] = config
+    write_plans(plans_file, plans)
     return config

@@ -38,12 +38,13 @@ def clinical_structures(side: str, rng: np.random.Generator) -> tuple[list[str],
 
 
 def make_case(cohort: str, index: int, seed: int = 0, size: str = "small", labels: str = "full",
-              orientation: str = "HFS") -> Case:
+              orientation: str = "HFS", structures: bool = False) -> Case:
     """Case ``index`` of a cohort: the same whatever else is generated (one random stream per case).
 
     ``labels`` (breast cohort): "full" contours all 20 structures on both sides (research re-contouring);
     "clinical" keeps what a clinic exports (:func:`clinical_structures`), drawn from a stream of its own so
-    that the CT, the dose and every other draw are the same for both. The clip cohort ignores it.
+    that the CT, the dose and every other draw are the same for both. The clip cohort contours its clips only,
+    unless ``structures``: then also the breast structures as ``labels`` says (a boost patient's structure set).
     ``orientation`` (:data:`~nnunet_breast.synth.phantom.ORIENTATIONS`): how the patient lay in the scanner and
     how the slices are stored. The patient is the same in every orientation (anatomy, clips, dose: the same patient
     coordinates; arrays and grid stay in the patient's LPS axes); only the couch moves under the patient, and
@@ -74,16 +75,16 @@ def make_case(cohort: str, index: int, seed: int = 0, size: str = "small", label
         phantom.add_couch(grid, case.hu, geo["R"], down, phantom.body_surface(geo, down))
     case.meta["orientation"] = orientation
     case.hu = phantom.finish(case.hu, rng, noise=float(rng.uniform(8, 18)), intercept=phantom.SCANNERS[site][2])
-    if cohort == "clips":
+    if cohort == "clips" and not structures:
         case.masks = {"Clips": case.masks["Clips"]}
-    else:
+    elif cohort == "breast":
         case.dose = tangential_dose(case, geo)
     case.meta["R_mm"] = geo["R"]
-    if cohort == "breast":
+    if cohort == "breast" or structures:
         case.meta["labels"] = labels
         if labels == "clinical":
             names, drawn = clinical_structures(side, case_rng(f"{cohort}/labels", index, seed))
-            case.masks = {n: case.masks[n] for n in names}
+            case.masks = {n: m for n, m in case.masks.items() if n in names or n == "Clips"}
             case.meta.update(drawn)
     if size == "slab":
         if case.clips:
@@ -228,31 +229,34 @@ def tangential_dose(case: Case, geo) -> tuple[Grid, np.ndarray]:
 
 
 def _write_one(cohort: str, index: int, seed: int, size: str, out: Path, labels: str = "full",
-               orientation: str = "HFS") -> Path:
+               orientation: str = "HFS", structures: bool = False) -> Path:
     from nnunet_breast.synth.export import write_case  # pydicom is only needed when writing
 
-    return write_case(make_case(cohort, index, seed, size, labels, orientation), out, seed)
+    return write_case(make_case(cohort, index, seed, size, labels, orientation, structures), out, seed)
 
 
 def write_cohort(cohort: str, n: int, out: Path, seed: int = 0, size: str = "small", progress: bool = True,
-                 num_processes: int = 1, labels: str = "full", orientation: str = "HFS") -> list[Path]:
+                 num_processes: int = 1, labels: str = "full", orientation: str = "HFS",
+                 structures: bool = False) -> list[Path]:
     """Write ``n`` cases under ``out/<PatientID>/`` as CT slices + RTSTRUCT (+ RTDOSE for breast).
 
     Cases are independent (one random stream each), so ``num_processes`` > 1 writes the same bytes faster
     (a full-size case takes ~10 s). ``labels``: see :func:`make_case` (the CLI's default is "clinical");
-    ``orientation``: every case scanned in that patient position (:func:`make_case`).
+    ``orientation``: every case scanned in that patient position; ``structures``: clip cases also contour the
+    breast structures (:func:`make_case`).
     """
     if labels not in LABELS:
         raise ValueError(f"unknown labels {labels!r}; choose from {LABELS}")
     phantom.scan_geometry(orientation)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = map_cases(_write_one, [(cohort, i, seed, size, out, labels, orientation) for i in range(n)],
+    written = map_cases(_write_one, [(cohort, i, seed, size, out, labels, orientation, structures)
+                                     for i in range(n)],
                         num_processes,
                         desc=f"synth {cohort}", progress=progress)
     manifest = {"cohort": cohort, "n": n, "seed": seed, "size": size,
                 "cases": [p.name for p in written], "generator": "nnunet_breast.synth"}
-    if cohort == "breast":
+    if cohort == "breast" or structures:
         manifest["labels"] = labels
     if orientation != "HFS":
         manifest["orientation"] = orientation

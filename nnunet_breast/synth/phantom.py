@@ -120,7 +120,11 @@ def build_anatomy(grid: Grid, rng: np.random.Generator):
 
     lung_semi = (0.30 + j(), 0.40 + j(), 0.34)
     lung_c = {s: (sg * 0.42, 0.02, 0.46) for s, sg in (("L", 1), ("R", -1))}
-    heart = _ellipsoid(u, v, w, (0.10 + j(), -0.08 + j(), 0.30 + j()), (0.28 + j(), 0.26 + j(), 0.16))
+    # a chest is not symmetric, and a network tells left from right by it: two thirds of the heart lie left of
+    # the midline, the aortic arch turns left over the left main bronchus, the liver dome lifts the right
+    # hemidiaphragm (the right lung base ends higher)
+    heart = _ellipsoid(u, v, w, (0.20 + j(), -0.08 + j(), 0.30 + j()), (0.28 + j(), 0.26 + j(), 0.16))
+    liver = _ellipsoid(u, v, w, (-0.30, 0.05, -0.02), (0.55, 0.50, 0.22))   # no draw: same stream as before
     bone = np.zeros(grid.shape, bool)
     # vertebral body and the ring of the spinal canal, sternum, ribs following the lungs, clavicles
     bone |= _cylinder(u, v, w, (0, 0.36), 0.10, (0, 1))
@@ -135,16 +139,17 @@ def build_anatomy(grid: Grid, rng: np.random.Generator):
     bone |= (np.abs(v + 0.30) < 0.03) & (np.abs(u) > 0.10) & (np.abs(u) < 0.55) & (np.abs(w - 0.80) < 0.015)
     bone &= body
     trachea = _cylinder(u, v, w, (0, 0.08), 0.06, (0.55, 1.01))
-    aorta = _cylinder(u, v, w, (0.10, 0.25), 0.05, (-0.01, 0.45)) & ~heart
+    aorta = (_cylinder(u, v, w, (0.10, 0.25), 0.05, (-0.01, 0.45))
+             | _ellipsoid(u, v, w, (0.10, 0.08, 0.47), (0.08, 0.20, 0.035))) & ~heart & ~trachea
 
     s_masks: dict[str, np.ndarray] = {}
     lungs = {}
     for s in "LR":
-        lungs[s] = _ellipsoid(u, v, w, lung_c[s], lung_semi) & ~heart & ~bone & ~aorta
+        lungs[s] = _ellipsoid(u, v, w, lung_c[s], lung_semi) & ~heart & ~bone & ~aorta & ~liver
     s_masks["Lung_L"], s_masks["Lung_R"] = lungs["L"], lungs["R"]
     s_masks["Heart"] = heart & body
     s_masks["SpinalCord"] = _cylinder(u, v, w, (0, 0.49), 0.032, (-0.01, 1.01)) & body
-    s_masks["Esophagus"] = _cylinder(u, v, w, (0.04, 0.19), 0.045, (0.05, 1.01)) & ~heart & body
+    s_masks["Esophagus"] = _cylinder(u, v, w, (0.04, 0.19), 0.045, (0.05, 1.01)) & ~heart & ~aorta & body
     thyroid = np.zeros(grid.shape, bool)
     for sg in (1, -1):
         thyroid |= _ellipsoid(u, v, w, (sg * 0.10, -0.04, 0.92), (0.045, 0.07, 0.06))
@@ -174,7 +179,7 @@ def build_anatomy(grid: Grid, rng: np.random.Generator):
         bone |= arm & _cylinder(u, v, w, (sg * 0.80, -0.05), 0.045, (0, 1.01))
 
     tissues = dict(body=body, arms=arms, bone=bone, trachea=trachea, aorta=aorta, core=core, canal=canal,
-                   lungs=lungs["L"] | lungs["R"], heart=heart)
+                   lungs=lungs["L"] | lungs["R"], heart=heart, liver=liver & core & body & ~bone)
     geometry = dict(R=R, z0=float(z[0]), z1=float(z[-1]), breast_c=breast_c, breast_semi=breast_semi)
     return tissues, {k: s_masks[k] for k in BREAST_STRUCTURES}, geometry
 
@@ -200,6 +205,7 @@ def render_hu(grid: Grid, tissues, masks, contrast: bool, rng: np.random.Generat
         gland = masks[f"CTVp_breast_{s}"]
         texture = ndimage.gaussian_filter(rng.standard_normal(grid.shape), 1.5) * 3
         hu[gland] = np.where(texture[gland] > 0.2, 30.0, -90.0)
+    hu[tissues["liver"]] = 60.0 + (40.0 if contrast else 0.0)
     blood = float(rng.uniform(150, 300)) if contrast else 40.0
     hu[tissues["heart"] & body] = blood
     hu[tissues["aorta"] & body] = blood
@@ -232,13 +238,14 @@ def scan_geometry(orientation: str) -> tuple[str, np.ndarray]:
 
 
 def add_couch(grid: Grid, hu: np.ndarray, R: float, down=(0.0, 1.0), surface: float = 0.64) -> None:
-    """The couch, under the patient: a shell 0.03-0.12 R beyond the body's farthest point ``surface`` (R units)
-    along ``down``, the patient direction (x, y) towards the couch (+y supine, -y prone, +-x decubitus)."""
+    """The couch, under the patient: a shell 0.06-0.15 R beyond the body's farthest point ``surface`` (R units)
+    along ``down``, the patient direction (x, y) towards the couch (+y supine, -y prone, +-x decubitus). The gap
+    is at least two pixels of a small phantom: with one, blur and noise now and then bridged couch and body."""
     x, y = grid.axis_mm("x") / R, grid.axis_mm("y") / R
     along = down[0] * x[None, :] + down[1] * y[:, None]
     across = np.abs(down[1] * x[None, :] - down[0] * y[:, None])
-    couch = (along >= surface + 0.03) & (along <= surface + 0.12) & (across <= 1.15)
-    shell = couch & ~((along > surface + 0.05) & (along < surface + 0.10))
+    couch = (along >= surface + 0.06) & (along <= surface + 0.15) & (across <= 1.15)
+    shell = couch & ~((along > surface + 0.08) & (along < surface + 0.13))
     hu[:, couch] = -850.0
     hu[:, shell] = 250.0
 

@@ -1,0 +1,142 @@
+"""How fast a trainer learns: DSC on a fold's validation cases every few iterations, in one process.
+
+    python benchmarks/learning_curve.py -d 801 -c 3d_cpu_effnetb0 --steps 300 --every 100 \\
+        --variant stem4:nnUNetTrainerEffNetB0DemoCPU:stem_features=4 \\
+        --variant stem16:nnUNetTrainerEffNetB0DemoCPU
+
+Each ``--variant NAME:TRAINER[:key=value,...]`` trains ``TRAINER`` (network kwargs overridden by the key=values;
+``lr=`` sets the rate, ``optimizer=sgd`` nnU-Net's SGD recipe) for ``--steps`` iterations on fold ``-f`` of a preprocessed dataset, with nnU-Net's
+own data loader and augmentation in this process (``nnUNet_n_proc_DA=0``), the trainer's own ``train_step``
+(bf16 on CPUs that have it) and its LR schedule stretched over ``--steps``. Every ``--every`` iterations the
+network predicts each validation case whole (one padded patch: the CPU configuration's patch holds a case) and
+reports per-structure DSC (structures a case annotates), the mean, and ``side_err``: the share of predicted lung
+voxels that lie in the other side's lung (0.5 = left and right not told apart). The first variant is the
+baseline: each checkpoint line carries the ratio of seconds per step against it. One JSON line per checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+os.environ["nnUNet_n_proc_DA"] = "0"
+
+
+def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: int):
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    name, trainer, *rest = spec.split(":")
+    overrides = dict(kv.split("=") for kv in rest[0].split(",")) if rest and rest[0] else {}
+    lr = float(overrides.pop("lr")) if "lr" in overrides else None
+    sgd = overrides.pop("optimizer", "") == "sgd"
+    t = get_trainer_from_args(dataset, configuration, fold, trainer, "nnUNetPlans", device=torch.device("cpu"))
+    if overrides or lr or sgd:
+        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+        cls = type(t)
+        body = {"network_overrides": {**getattr(cls, "network_overrides", {}),
+                                      **{k: json.loads(v) for k, v in overrides.items()}}}
+        if sgd:      # nnU-Net's own: SGD, momentum 0.99, Nesterov, poly decay from 1e-2
+            body["configure_optimizers"] = nnUNetTrainer.configure_optimizers
+        sub = type(f"{cls.__name__}_{name}", (cls,), body)
+        t = sub(t.plans_manager.plans, configuration, fold, t.dataset_json, torch.device("cpu"))
+        if sgd:
+            t.initial_lr, t.weight_decay = 1e-2, 3e-5
+        if lr:
+            t.initial_lr = lr
+    t.num_epochs = max(1, steps // t.num_iterations_per_epoch)
+    return name, t
+
+
+def validation_cases(t):
+    _, val_keys = t.do_split()
+    dataset = t.dataset_class(t.preprocessed_dataset_folder, val_keys)
+    regions = t.label_manager.foreground_regions
+    cases = []
+    for key in val_keys:
+        data, seg, _, _ = dataset.load_case(key)
+        seg = np.asarray(seg)[0]
+        ref = np.stack([np.isin(seg, r if isinstance(r, (list, tuple)) else [r]) for r in regions])
+        cases.append((key, np.asarray(data, np.float32), ref))
+    return cases
+
+
+def evaluate(t, cases, names, annotated) -> dict[str, float]:
+    import torch
+
+    strides = np.prod(np.array(t.configuration_manager.network_arch_init_kwargs["strides"]), 0)
+    scores: dict[str, list[float]] = {}
+    t.network.eval()
+    t.set_deep_supervision_enabled(False)
+    with torch.no_grad():
+        for key, data, ref in cases:
+            shape = np.array(data.shape[1:])
+            size = (np.ceil(np.maximum(shape, t.configuration_manager.patch_size) / strides) * strides).astype(int)
+            x = torch.zeros((1, data.shape[0], *size))
+            x[0, :, : shape[0], : shape[1], : shape[2]] = torch.from_numpy(data)
+            out = t.network(x)[0, :, : shape[0], : shape[1], : shape[2]].float().sigmoid().numpy() > 0.5
+            for i, n in enumerate(names):
+                if n in annotated.get(key, names) and ref[i].any():
+                    scores.setdefault(n, []).append(2 * (out[i] & ref[i]).sum() / (out[i].sum() + ref[i].sum()))
+            if "Lung_L" in names and "Lung_R" in names:
+                il, ir = names.index("Lung_L"), names.index("Lung_R")
+                wrong = (out[il] & ref[ir]).sum() + (out[ir] & ref[il]).sum()
+                scores.setdefault("side_err", []).append(wrong / max(1, out[il].sum() + out[ir].sum()))
+    t.network.train()
+    t.set_deep_supervision_enabled(True)
+    return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def curve(dataset: str, configuration: str, fold: int, spec: str, steps: int, every: int):
+    name, t = make_trainer(dataset, configuration, fold, spec, steps)
+    t.initialize()
+    train_loader, _ = t.get_dataloaders()
+    cases = validation_cases(t)
+    names = [n for n in t.dataset_json["labels"] if n != "background"]
+    annotated = t.dataset_json.get("nnunet_breast", {}).get("annotated", {})
+    t.network.train()
+    spent = 0.0
+    for step in range(1, steps + 1):
+        if (step - 1) % t.num_iterations_per_epoch == 0:
+            t.lr_scheduler.step((step - 1) // t.num_iterations_per_epoch)
+        batch = next(train_loader)
+        start = time.perf_counter()
+        t.train_step(batch)
+        spent += time.perf_counter() - start
+        if step % every == 0 or step == steps:
+            scores = evaluate(t, cases, names, annotated)
+            side = scores.pop("side_err", float("nan"))
+            yield {"variant": name, "step": step, "s_per_step": round(spent / step, 3), "side_err": round(side, 3),
+                   "mean_dsc": round(float(np.mean(list(scores.values()))), 3),
+                   "dsc": {k: round(v, 3) for k, v in scores.items()}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-d", "--dataset", required=True)
+    ap.add_argument("-c", "--configuration", default="3d_cpu_effnetb0")
+    ap.add_argument("-f", "--fold", type=int, default=0)
+    ap.add_argument("--variant", action="append", required=True, metavar="NAME:TRAINER[:key=value,...]")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--every", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    baseline: dict[int, float] = {}
+    for i, spec in enumerate(args.variant):
+        for line in curve(args.dataset, args.configuration, args.fold, spec, args.steps, args.every):
+            if i == 0:
+                baseline[line["step"]] = line["s_per_step"]
+            line["s_per_step_vs_first"] = round(line["s_per_step"] / baseline.get(line["step"], line["s_per_step"]), 3)
+            print(json.dumps(line), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
