@@ -1,7 +1,7 @@
 """The breast model learns: a short real nnU-Net training on the CPU configuration, scored on held-out cases.
 
 Six synthetic patients exported as clinics do (treated side only, some structures missing), three folds; fold 0
-trains on four with the demo's trainer (``nnUNetTrainerEffNetB0DemoCPU``: AdamW, 8 x 40 iterations) on
+trains on four with the demo's recipe on 600 iterations (``nnUNetTrainerEffNetB0LearningCPU``: AdamW, 12 x 50) on
 ``3d_cpu_effnetb0`` (``plan --cpu``: 16 x 64 x 64 voxels per patch), and nnU-Net's own
 validation predicts the other two. Heart and both lungs must reach DSC 0.8 there: a flipped left-right axis, a
 broken loss, a recipe or a network that stops learning turns this red. Not timed.
@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-TRAINER = "nnUNetTrainerEffNetB0DemoCPU"
+TRAINER = "nnUNetTrainerEffNetB0LearningCPU"
 CONFIG = "3d_cpu_effnetb0"
 
 

@@ -108,6 +108,17 @@ class nnUNetTrainerEffNetB0DemoCPU(DemoCPUSchedule, _DemoRecipe, nnUNetTrainerEf
     schedule."""
 
 
+class _LearningTestSchedule(DemoCPUSchedule):
+    """12 epochs x 50 iterations: the learning test's margin. At 300 iterations one run in about five still
+    painted both lungs in both lung outputs (training is not deterministic)."""
+
+    schedule = (12, 50, 1)
+
+
+class nnUNetTrainerEffNetB0LearningCPU(_LearningTestSchedule, _DemoRecipe, nnUNetTrainerEffNetB0):
+    """The demo's trainer on 600 iterations: tests/test_learning.py."""
+
+
 class nnUNetTrainerEffNetB0QuickCPU(QuickDemoCPUSchedule, _DemoRecipe, nnUNetTrainerEffNetB0):
     """`nnunet-breast demo --quick`: the demo's trainer on 2 x 2 iterations (tests)."""
 
