@@ -1,8 +1,9 @@
 """Evaluate nnU-Net outputs against converted references: ``metrics.csv`` + ``summary.json``.
 
 References are the dataset's label maps (our overlap encoding). Predictions are read per case from,
-in order of preference, ``<case>/masks/<structure>.nii.gz`` (``nnunet-breast predict``'s output), ``<case>.npz`` (nnU-Net ``--save_probabilities``: per-region probabilities,
-overlaps kept) or ``<case>.nii.gz`` (nnU-Net's exported label map: for region training nnU-Net writes
+in order of preference, ``<case>/masks/<structure>.nii.gz`` (``nnunet-breast predict``'s output; a missing
+mask is empty), ``<case>.npz`` (nnU-Net ``--save_probabilities``: per-region probabilities, overlaps kept)
+or ``<case>.nii.gz`` (nnU-Net's exported label map: for region training nnU-Net writes
 the regions in order, so a voxel in two structures keeps the later one; decoded with the same table).
 
 A structure absent from a case's reference (not contoured in that case, e.g. the untreated side of a clinical
