@@ -6,7 +6,8 @@ One run, everything through the real CLIs as subprocesses (logs: WORK/logs/<step
    only, some structures missing) and --n-test fully contoured held-out cases (--test-seed), --size small;
 2. `convert breast` (--dataset-id, held-out cases +1), stratified splits (min(5, n-train) folds), stock
    planning + 3d_fullres preprocessing, `nnunet-breast plan` (3d_fullres_effnetb0 + the paper preset), the
-   paper preset's preprocessing;
+   paper preset's preprocessing; --cpu-config: vanilla and ours on `plan --cpu`'s 3d_cpu / 3d_cpu_effnetb0
+   instead (one coarse dataset, the same patch and batch; what a CPU trains far enough to compare);
 3. --folds of vanilla (NoLRMirroring: nnU-Net under the same laterality and partial-label rules), ours and
    paper, equal epochs x iterations: trainer = role + --schedule (ShortCPU on cpu: 8 x 25 iterations;
    _10epochs on cuda); --trainer ROLE=NAME swaps one (e.g. vanilla=nnUNetTrainerTiny_2epochs);
@@ -20,6 +21,7 @@ Writes WORK/breast_accuracy.md (printed) and WORK/breast_accuracy.json (the JSON
 
     python benchmarks/breast_accuracy.py --work /tmp/ba [--device cpu] [--n-train 10 --n-test 4] [-np 2]
     python benchmarks/breast_accuracy.py --work /tmp/ba --device cuda --size full --n-train 20 -np 8
+    python benchmarks/breast_accuracy.py --work /tmp/ba --cpu-config --models vanilla,ours --schedule LongCPU
     python benchmarks/breast_accuracy.py --work /tmp/ba --resume                  # go on after an interruption
     python benchmarks/breast_accuracy.py --work /tmp/ba --skip-training --models vanilla,ours
     python benchmarks/breast_accuracy.py --work /tmp/t --n-train 3 --n-test 1 --schedule Tiny_2epochs \\
@@ -49,7 +51,7 @@ ROLES = {"vanilla": "nnUNetTrainerNoLRMirroring", "ours": "nnUNetTrainerEffNetB0
 
 def main() -> int:
     from nnunet_breast import env
-    from nnunet_breast.planning import EFFNET_CONFIG, PAPER_CONFIG, PAPER_PLANS
+    from nnunet_breast.planning import CPU_CONFIG, CPU_VANILLA_CONFIG, EFFNET_CONFIG, PAPER_CONFIG, PAPER_PLANS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True)
@@ -59,6 +61,9 @@ def main() -> int:
     ap.add_argument("--size", choices=("small", "full", "slab"), default="small")
     ap.add_argument("--dataset-id", type=int, default=811, help="training dataset (811); held-out: +1")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--cpu-config", action="store_true",
+                    help="vanilla and ours on `plan --cpu`'s configurations (3d_cpu, 3d_cpu_effnetb0: the same coarse "
+                         "data, patch and batch): the comparison a CPU can train far enough")
     ap.add_argument("--schedule", help="trainer suffix (ShortCPU on cpu, _10epochs on cuda; also Tiny_2epochs)")
     ap.add_argument("--trainer", action="append", default=[], metavar="ROLE=NAME",
                     help=f"one role's trainer (roles: {', '.join(ROLES)}); repeatable")
@@ -83,7 +88,8 @@ def main() -> int:
     for role in models:
         if trainer_class(trainers[role]) is None:
             ap.error(f"no trainer class {trainers[role]} ({role}); pick another --schedule or --trainer {role}=NAME")
-    setup = {"vanilla": ("3d_fullres", "nnUNetPlans"), "ours": (EFFNET_CONFIG, "nnUNetPlans"),
+    setup = {"vanilla": (CPU_VANILLA_CONFIG if args.cpu_config else "3d_fullres", "nnUNetPlans"),
+             "ours": (CPU_CONFIG if args.cpu_config else EFFNET_CONFIG, "nnUNetPlans"),
              "paper": (PAPER_CONFIG, PAPER_PLANS)}
     folds = [int(f) for f in args.folds.split(",")]
     if args.n_train < 2 or args.n_test < 1:
@@ -135,9 +141,13 @@ def main() -> int:
         if todo(pre / "splits_final.json"):
             run("splits", "nnunet-breast", "splits", "-d", train_id, "--stratify", "side", "--folds",
                 min(5, args.n_train))
-        if todo(pre / "nnUNetPlans.json", pre / "nnUNetPlans_3d_fullres"):
+        if args.cpu_config and todo(pre / "nnUNetPlans.json"):
+            run("plan", "nnUNetv2_plan_and_preprocess", "-d", train_id, "--no_pp", "-np", npr)
+        elif todo(pre / "nnUNetPlans.json", pre / "nnUNetPlans_3d_fullres"):
             run("plan_and_preprocess", "nnUNetv2_plan_and_preprocess", "-d", train_id, "-c", "3d_fullres", "-np", npr)
-        run("plan", "nnunet-breast", "plan", "-d", train_id)
+        run("plan_ours", "nnunet-breast", "plan", "-d", train_id, *(["--cpu"] if args.cpu_config else []))
+        if args.cpu_config and todo(pre / f"nnUNetPlans_{CPU_CONFIG}"):
+            run("preprocess_cpu", "nnUNetv2_preprocess", "-d", train_id, "-c", CPU_CONFIG, "-np", npr)
         if "paper" in models and todo(pre / f"{PAPER_PLANS}_{PAPER_CONFIG}"):
             run("preprocess_paper", "nnUNetv2_preprocess", "-d", train_id, "-plans_name", PAPER_PLANS, "-c",
                 PAPER_CONFIG, "-np", npr)

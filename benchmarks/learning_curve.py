@@ -5,7 +5,8 @@
         --variant stem16:nnUNetTrainerEffNetB0DemoCPU
 
 Each ``--variant NAME:TRAINER[:key=value,...]`` trains ``TRAINER`` (network kwargs overridden by the key=values;
-``lr=`` sets the rate, ``optimizer=sgd`` nnU-Net's SGD recipe) for ``--steps`` iterations on fold ``-f`` of a preprocessed dataset, with nnU-Net's
+``lr=`` sets the rate, ``optimizer=sgd`` nnU-Net's SGD recipe, ``config=`` another configuration of the same
+data, e.g. vanilla ``3d_cpu`` beside ``3d_cpu_effnetb0``) for ``--steps`` iterations on fold ``-f`` of a preprocessed dataset, with nnU-Net's
 own data loader and augmentation in this process (``nnUNet_n_proc_DA=0``), the trainer's own ``train_step``
 (bf16 on CPUs that have it) and its LR schedule stretched over ``--steps``. Every ``--every`` iterations the
 network predicts each validation case whole (one padded patch: the CPU configuration's patch holds a case) and
@@ -33,6 +34,7 @@ def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: 
     overrides = dict(kv.split("=") for kv in rest[0].split(",")) if rest and rest[0] else {}
     lr = float(overrides.pop("lr")) if "lr" in overrides else None
     sgd = overrides.pop("optimizer", "") == "sgd"
+    configuration = overrides.pop("config", configuration)
     t = get_trainer_from_args(dataset, configuration, fold, trainer, "nnUNetPlans", device=torch.device("cpu"))
     if overrides or lr or sgd:
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer

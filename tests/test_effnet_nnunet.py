@@ -120,6 +120,7 @@ def test_paper_preset_preprocesses_and_trains_with_the_paper_recipe(planned, mon
     assert type(optimizer) is torch.optim.RMSprop
     assert optimizer.defaults["lr"] == 5e-4 and optimizer.defaults["weight_decay"] == 1e-4
     assert isinstance(trainer.lr_scheduler, PolyLRScheduler) and trainer.lr_scheduler.initial_lr == 5e-4
+    assert float(trainer.network.decoder.seg_layers[-1].bias.min()) > -1.0     # nnU-Net's init, not the 1 % prior
     # one training step on the paper-preprocessed data: 1 x 1 x 3 mm patches, the HU window in [0, 1]
     train_loader, _ = trainer.get_dataloaders()
     batch = next(train_loader)
@@ -131,6 +132,28 @@ def test_paper_preset_preprocesses_and_trains_with_the_paper_recipe(planned, mon
     loss = trainer.train_step(batch)["loss"]
     assert np.isfinite(loss)
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.network.parameters()))     # RMSprop stepped
+
+
+def test_default_recipe_is_adamw_warmup_cosine_from_a_foreground_prior(planned, monkeypatch):
+    """nnUNetTrainerEffNetB0's recipe (docs/benchmarks.md: SGD learnt nothing in 200 iterations, AdamW did)."""
+    import math
+
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    from nnunet_breast.trainers.lr_schedule import LinearWarmupCosineLRScheduler
+
+    for k, v in planned["environ"].items():
+        if k.startswith("nnUNet_"):
+            monkeypatch.setenv(k, v)
+    trainer = get_trainer_from_args("501", planning.EFFNET_CONFIG, 0, "nnUNetTrainerEffNetB0", device=torch.device("cpu"))
+    trainer.initialize()
+    assert type(trainer.optimizer) is torch.optim.AdamW and trainer.optimizer.defaults["lr"] == 3e-3
+    assert isinstance(trainer.lr_scheduler, LinearWarmupCosineLRScheduler)
+    assert trainer.num_epochs == 1000                                     # nnU-Net's schedule otherwise
+    for head in trainer.network.decoder.seg_layers:                      # every deep-supervision head
+        assert torch.allclose(head.bias, torch.full_like(head.bias, math.log(0.01 / 0.99)))
+        assert float(head.weight.std()) < 0.02
 
 
 def test_paper_trainer_keeps_only_spatial_augmentation():

@@ -36,7 +36,7 @@ def trained(tmp_path_factory, nnunet_sandbox_factory):
     with open(root / "eval" / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     plans = json.loads((dirs["nnUNet_preprocessed"] / "Dataset601_BreastRT" / "nnUNetPlans.json").read_text())
-    return {"rows": rows, "fold": fold, "config": plans["configurations"][CONFIG]}
+    return {"rows": rows, "fold": fold, "config": plans["configurations"][CONFIG], "plans": plans}
 
 
 def test_cpu_configuration_is_planned_from_the_data(trained):
@@ -44,6 +44,21 @@ def test_cpu_configuration_is_planned_from_the_data(trained):
     assert np.prod(config["patch_size"]) <= 2 * 65536 and config["batch_size"] == 2
     assert config["architecture"]["arch_kwargs"]["stem_features"] >= 16       # the heads' features (see plans.py)
     assert config["spacing"][1] > 1.5           # coarser than the phantoms' 0.9 - 1.37 mm pixels
+
+
+def test_vanilla_cpu_configuration_is_nnunets_own_network_on_the_same_data(trained):
+    import torch
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans = PlansManager(trained["plans"])
+    ours, vanilla = plans.get_configuration(CONFIG), plans.get_configuration("3d_cpu")
+    assert vanilla.network_arch_class_name.endswith(".PlainConvUNet")
+    assert (vanilla.data_identifier, vanilla.spacing, vanilla.patch_size, vanilla.batch_size) == \
+        (ours.data_identifier, ours.spacing, ours.patch_size, ours.batch_size)
+    net = nnUNetTrainer.build_network_architecture(plans, vanilla, 1, 20, enable_deep_supervision=False)
+    with torch.no_grad():
+        assert tuple(net(torch.zeros((1, 1, *vanilla.patch_size))).shape) == (1, 20, *vanilla.patch_size)
 
 
 def test_heart_and_lungs_are_learnt_on_held_out_cases(trained):

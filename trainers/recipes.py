@@ -1,5 +1,7 @@
-"""Optimisation recipes as mixins (put them before the role in the bases)."""
+"""Optimisation recipes as mixins (put them before nnU-Net's trainer in the bases)."""
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -9,7 +11,7 @@ from nnunet_breast.trainers.lr_schedule import LinearWarmupCosineLRScheduler
 class AdamWWarmupCosine:
     """AdamW, linear warm-up over the first ``warmup_fraction`` of the epochs, cosine decay to 0."""
 
-    adamw_lr: float = 1e-3
+    adamw_lr: float = 3e-3
     adamw_weight_decay: float = 1e-4
     warmup_fraction: float = 0.05
 
@@ -22,3 +24,34 @@ class AdamWWarmupCosine:
         optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
         return optimizer, LinearWarmupCosineLRScheduler(optimizer, self.initial_lr, self.num_epochs,
                                                         self.warmup_fraction)
+
+
+class ForegroundPrior:
+    """Output heads start at a foreground prior (RetinaNet's prior initialisation: weights ~ N(0, 0.01), bias
+    log(p / (1 - p))). From nnU-Net's default initialisation every sigmoid output starts anywhere, and a short
+    training still paints half the CT with every structure (noise in previews, millions of RTSTRUCT points);
+    from "background" a model shows what it has learnt. None: nnU-Net's initialisation."""
+
+    foreground_prior: float | None = 0.01
+
+    def initialize(self):
+        super().initialize()
+        if self.foreground_prior:
+            set_foreground_prior(self.network, self.foreground_prior, self.label_manager.has_regions)
+
+
+def set_foreground_prior(network: torch.nn.Module, prior: float, region_based: bool) -> None:
+    """Segmentation heads (``decoder.seg_layers``) re-initialised so that foreground starts at ``prior``.
+
+    Region-based (sigmoid per region): every output gets log(p / (1 - p)). Softmax: background 0 and each
+    foreground class log(p / (1 - p)), i.e. about ``prior`` each when there are few classes.
+    """
+    net = getattr(network, "_orig_mod", network)
+    net = getattr(net, "module", net)
+    logit = math.log(prior / (1.0 - prior))
+    with torch.no_grad():
+        for head in net.decoder.seg_layers:
+            head.weight.normal_(0.0, 0.01)
+            head.bias.fill_(logit)
+            if not region_based:
+                head.bias[0] = 0.0

@@ -1,8 +1,7 @@
 """Schedules as data: mixins that set a trainer's epochs x iterations (put them first in the bases).
 
-``TinyCPUSchedule`` (tests), ``ShortCPUSchedule`` (benchmarks), ``DemoCPUSchedule`` (the CPU demo; heads start
-from a foreground prior) and ``QuickDemoCPUSchedule`` (``demo --quick``): short schedules without test-time
-mirroring. :func:`epochs` makes nnU-Net's ``_Xepochs`` variants.
+``TinyCPUSchedule`` (tests), ``ShortCPUSchedule`` (benchmarks), ``DemoCPUSchedule`` (the CPU demo) and
+``QuickDemoCPUSchedule`` (``demo --quick``): short schedules without test-time mirroring. :func:`epochs` makes nnU-Net's ``_Xepochs`` variants.
 """
 from __future__ import annotations
 
@@ -42,45 +41,16 @@ class ShortCPUSchedule(CPUSchedule):
 
 
 class DemoCPUSchedule(CPUSchedule):
-    """8 epochs x 40 iterations: `nnunet-breast demo` on CPU, a few minutes on the CPU configuration.
-
-    The output layers start from a 1 % foreground prior (RetinaNet's prior initialisation: weights ~ N(0, 0.01),
-    bias log(p / (1 - p))): from the default initialisation every sigmoid/softmax output starts anywhere, and after
-    a few dozen iterations the model still paints half the CT with every structure, which is noise in the previews
-    and millions of contour points in an RTSTRUCT. Starting from "background" the short run shows what it learnt.
-    """
+    """8 epochs x 40 iterations: `nnunet-breast demo` on CPU, a few minutes on the CPU configuration (12 x 40
+    gave the new patients no better contours and cost half as much again: docs/benchmarks.md, demo timings)."""
 
     schedule = (8, 40, 1)
-    foreground_prior = 0.01
-
-    def initialize(self):
-        super().initialize()
-        set_foreground_prior(self.network, self.foreground_prior, self.label_manager.has_regions)
 
 
 class QuickDemoCPUSchedule(DemoCPUSchedule):
-    """`nnunet-breast demo --quick` (tests): the demo's initialisation on the tiny 2 x 2 schedule."""
+    """`nnunet-breast demo --quick` (tests): 2 x 2 iterations."""
 
     schedule = (2, 2, 1)
-
-
-def set_foreground_prior(network: torch.nn.Module, prior: float, region_based: bool) -> None:
-    """Segmentation heads (``decoder.seg_layers``) re-initialised so that foreground starts at ``prior``.
-
-    Region-based (sigmoid per region): every output gets log(p / (1 - p)). Softmax: background 0 and each
-    foreground class log(p / (1 - p)), i.e. about ``prior`` each when there are few classes.
-    """
-    import math
-
-    net = getattr(network, "_orig_mod", network)
-    net = getattr(net, "module", net)
-    logit = math.log(prior / (1.0 - prior))
-    with torch.no_grad():
-        for head in net.decoder.seg_layers:
-            head.weight.normal_(0.0, 0.01)
-            head.bias.fill_(logit)
-            if not region_based:
-                head.bias[0] = 0.0
 
 
 class Epochs:

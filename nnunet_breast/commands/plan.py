@@ -10,6 +10,7 @@ Breast model (default, --model breast):
   nnunet-breast plan -d 501 --cpu                     # also 3d_cpu_effnetb0: coarse spacing, small patch (CPU)
   nnUNetv2_preprocess -d 501 -c 3d_cpu_effnetb0
   nnUNetv2_train 501 3d_cpu_effnetb0 0 -tr nnUNetTrainerEffNetB0 -device cpu
+  nnUNetv2_train 501 3d_cpu 0 -tr nnUNetTrainerNoLRMirroring -device cpu   # vanilla nnU-Net, same data/patch
 
 Clip model (--model clips; Res-SE-U-Net, raw-HU 'noNorm' datasets):
   nnUNetv2_plan_and_preprocess -d 502 --no_pp
@@ -28,7 +29,8 @@ def add_arguments(p):
     p.add_argument("-pl", "--plans-name", default="nnUNetPlans", help="plans file to extend (nnUNetPlans)")
     p.add_argument("--no-paper", action="store_true", help="do not write the paper preset plans")
     p.add_argument("--cpu", action="store_true",
-                   help="also add 3d_cpu_effnetb0: a coarser spacing at which the median image fits a CPU-sized patch")
+                   help="also add 3d_cpu_effnetb0 (and vanilla 3d_cpu on its data): a coarser spacing at which the median "
+                        "image fits a CPU-sized patch")
     p.add_argument("--cpu-patch-voxels", type=int, default=None,
                    help="voxels of the CPU configuration's patch (default 65536 = 16 x 64 x 64)")
     p.add_argument("--cpu-width", type=float, default=None, help="B0 width multiplier of the CPU network (0.25)")
@@ -63,6 +65,8 @@ def run(args) -> int:
         print(f"{planning.CPU_CONFIG}: spacing [{spacing}], patch {cpu['patch_size']}, batch {cpu['batch_size']}, "
               f"width {cpu['architecture']['arch_kwargs']['width_multiplier']}; preprocess with "
               f"nnUNetv2_preprocess -d {args.dataset_id} -c {planning.CPU_CONFIG}")
+        print(f"{planning.CPU_VANILLA_CONFIG}: vanilla nnU-Net (PlainConvUNet) on {planning.CPU_CONFIG}'s data, "
+              "spacing, patch and batch")
     if not args.no_paper:
         paper = planning.plan_paper(args.dataset_id, args.plans_name)
         print(f"{planning.PAPER_PLANS}/{planning.PAPER_CONFIG}: spacing {paper['spacing']}, "

@@ -14,6 +14,7 @@ from nnunet_breast.planning.common import preprocessed_folder
 from nnunet_breast.planning.effnet import (
                                           CPU_CONFIG,
                                           CPU_PATCH_VOXELS,
+                                          CPU_VANILLA_CONFIG,
                                           CPU_WIDTH,
                                           EFFNET_CONFIG,
                                           PAPER_CONFIG,
@@ -27,6 +28,6 @@ from nnunet_breast.planning.effnet import (
 )
 
 __all__ = ["CLIP_FULLRES_CONFIG", "CLIP_LOCATION_CONFIG", "CLIP_LOCATION_FOV_MM", "CLIP_LOCATION_SPACING_MM",
-           "CLIP_PATCH", "CLIP_SEGMENTATION_CONFIG", "CPU_CONFIG", "CPU_PATCH_VOXELS", "CPU_WIDTH", "EFFNET_CONFIG",
-           "PAPER_CONFIG", "PAPER_PATCH_XYZ", "PAPER_PLANS", "PAPER_SPACING_XYZ", "PAPER_WINDOW", "clip_configuration",
+           "CLIP_PATCH", "CLIP_SEGMENTATION_CONFIG", "CPU_CONFIG", "CPU_PATCH_VOXELS", "CPU_VANILLA_CONFIG", "CPU_WIDTH",
+           "EFFNET_CONFIG", "PAPER_CONFIG", "PAPER_PATCH_XYZ", "PAPER_PLANS", "PAPER_SPACING_XYZ", "PAPER_WINDOW", "clip_configuration",
            "plan_clips", "plan_cpu", "plan_effnetb0", "plan_paper", "preprocessed_folder"]

@@ -17,6 +17,8 @@ Runs after stock fingerprinting/planning (``nnUNetv2_plan_and_preprocess``):
   which the median image fits a small patch, and a 1/4-width network without stochastic depth (short
   schedules), so that a 2-core CPU trains hundreds of iterations in minutes (the demo, the tests, CPU-only
   sites). Its own ``data_identifier``: preprocess it with ``nnUNetv2_preprocess -c 3d_cpu_effnetb0``.
+* ``3d_cpu`` alongside it: vanilla nnU-Net (PlainConvUNet as nnU-Net's own planner builds it) on the same
+  data, spacing, patch and batch, so that a CPU compares the two networks at equal iterations and data.
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ PAPER_PLANS = "nnUNetPlans_effnetb0paper"
 PAPER_CONFIG = "3d_effnetb0_paper"
 EFFNET_CONFIG = "3d_fullres_effnetb0"
 CPU_CONFIG = "3d_cpu_effnetb0"
+#: vanilla nnU-Net on the CPU configuration's data (the baseline at equal data, patch and batch)
+CPU_VANILLA_CONFIG = "3d_cpu"
 #: voxels per CPU patch (batch 2): the median image is resampled until it fits, finer axes coarsened first
 CPU_PATCH_VOXELS = 64 * 64 * 16
 #: the CPU configuration's network: B0 at this width (stem scaled alike)
@@ -140,5 +144,20 @@ def plan_cpu(dataset_id: int, voxel_budget: int = CPU_PATCH_VOXELS, width: float
                    "architecture": effnet_architecture(strides, kernels, width_multiplier=width,
                                                        stem_features=full_res_features(width), drop_path_rate=0.0)})
     plans["configurations"][CPU_CONFIG] = config
+    plans["configurations"][CPU_VANILLA_CONFIG] = _vanilla_like(dataset_id, plans_name, config)
     write_plans(plans_file, plans)
     return config
+
+
+def _vanilla_like(dataset_id: int, plans_name: str, config: dict) -> dict:
+    """PlainConvUNet as nnU-Net's planner builds it for ``config``'s spacing and median image, on its data."""
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+
+    planner = ExperimentPlanner(dataset_id, plans_name=plans_name)
+    median = np.array(config["median_image_size_in_voxels"], float)
+    planned = planner.get_plans_for_configuration(config["spacing"], median, config["data_identifier"],
+                                                  float(np.prod(median) * planner.dataset_json["numTraining"]), {})
+    if [int(v) for v in planned["patch_size"]] != config["patch_size"]:
+        raise AssertionError(f"nnU-Net planned patch {planned['patch_size']} for {CPU_VANILLA_CONFIG}, "
+                             f"not {CPU_CONFIG}'s {config['patch_size']}")
+    return {"inherits_from": CPU_CONFIG, "architecture": planned["architecture"]}
