@@ -98,18 +98,18 @@ class nnUNetTrainerEffNetB0PaperShortCPU(ShortCPUSchedule, nnUNetTrainerEffNetB0
 
 
 class _BreastLongCPU(ShortCPUSchedule):
-    """48 epochs x 25 iterations: benchmarks/breast_accuracy.py --cpu-config (200 iterations leave every structure
-    but heart and lungs at DSC 0; the CTVs start between 600 and 1200)."""
+    """24 epochs x 25 iterations: benchmarks/breast_accuracy.py --cpu-config (200 iterations leave every structure
+    but heart and lungs at DSC 0; by 600 the breast CTV and the esophagus have started)."""
 
-    schedule = (48, 25, 2)
+    schedule = (24, 25, 2)
 
 
 class nnUNetTrainerNoLRMirroringLongCPU(_BreastLongCPU, nnUNetTrainerNoLRMirroring):
-    """The vanilla baseline on the long CPU schedule (1200 iterations)."""
+    """The vanilla baseline on the long CPU schedule (600 iterations)."""
 
 
 class nnUNetTrainerEffNetB0LongCPU(_BreastLongCPU, nnUNetTrainerEffNetB0):
-    """nnUNetTrainerEffNetB0 (network as planned) on the long CPU schedule (1200 iterations)."""
+    """nnUNetTrainerEffNetB0 (network as planned) on the long CPU schedule (600 iterations)."""
 
 
 class nnUNetTrainerEffNetB0Paper_10epochs(_Epochs10, nnUNetTrainerEffNetB0Paper):
