@@ -5,7 +5,7 @@
         --variant stem16:nnUNetTrainerEffNetB0DemoCPU
 
 Each ``--variant NAME:TRAINER[:key=value,...]`` trains ``TRAINER`` (network kwargs overridden by the key=values;
-``lr=`` sets the rate, ``optimizer=sgd`` nnU-Net's SGD recipe, ``config=`` another configuration of the same
+``lr=`` sets the rate, ``optimizer=sgd`` nnU-Net's SGD recipe and initialisation, ``config=`` another configuration of the same
 data, e.g. vanilla ``3d_cpu`` beside ``3d_cpu_effnetb0``) for ``--steps`` iterations on fold ``-f`` of a preprocessed dataset, with nnU-Net's
 own data loader and augmentation in this process (``nnUNet_n_proc_DA=0``), the trainer's own ``train_step``
 (bf16 on CPUs that have it) and its LR schedule stretched over ``--steps``. Every ``--every`` iterations the
@@ -42,10 +42,11 @@ def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: 
         cls = type(t)
         body = {"network_overrides": {**getattr(cls, "network_overrides", {}),
                                       **{k: json.loads(v) for k, v in overrides.items()}}}
-        if sgd:      # nnU-Net's own: SGD, momentum 0.99, Nesterov, poly decay from 1e-2
-            body["configure_optimizers"] = nnUNetTrainer.configure_optimizers
+        if sgd:      # nnU-Net's own: SGD, momentum 0.99, Nesterov, poly decay from 1e-2, its initialisation
+            body.update(configure_optimizers=nnUNetTrainer.configure_optimizers, foreground_prior=None)
         sub = type(f"{cls.__name__}_{name}", (cls,), body)
-        t = sub(t.plans_manager.plans, configuration, fold, t.dataset_json, torch.device("cpu"))
+        plans = {**t.plans_manager.plans, "continue_training": False}      # nnU-Net's trainer pops this key
+        t = sub(plans, configuration, fold, t.dataset_json, torch.device("cpu"))
         if sgd:
             t.initial_lr, t.weight_decay = 1e-2, 3e-5
         if lr:

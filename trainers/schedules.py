@@ -1,7 +1,8 @@
 """Schedules as data: mixins that set a trainer's epochs x iterations (put them first in the bases).
 
 ``TinyCPUSchedule`` (tests), ``ShortCPUSchedule`` (benchmarks), ``DemoCPUSchedule`` (the CPU demo) and
-``QuickDemoCPUSchedule`` (``demo --quick``): short schedules without test-time mirroring. :func:`epochs` makes nnU-Net's ``_Xepochs`` variants.
+``QuickDemoCPUSchedule`` (``demo --quick``): short schedules without test-time mirroring. :class:`Epochs` makes
+nnU-Net's ``_Xepochs`` variants.
 """
 from __future__ import annotations
 
