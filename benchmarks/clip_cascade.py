@@ -16,7 +16,8 @@ One run, everything through the real nnU-Net CLIs (the same route as tests/test_
    (stage 1: five-fold ensemble), the single stage and the HU threshold;
 5. speed: the whole cascade (stage 1 fold 0 + ROI + stage 2 fold 0) vs the single stage (fold 0) on the
    --speed-size case, same predictor settings (step 0.5, no mirroring), one JSON line with the ratio; the
-   quality of both and of the threshold on that whole CT.
+   quality of both and of the threshold on that whole CT; the cascade once more without prediction's fast path
+   (``--no-fast-path``: whole grid, fp32), and that ratio.
 
     python benchmarks/clip_cascade.py --work /tmp/clipbench [--device cpu] [--n-train 10 --n-test 4] [-np 2]
     python benchmarks/clip_cascade.py --work /tmp/cb --size full --n-train 20 --n-test 5 --device cuda --jobs 6 -np 8
@@ -30,6 +31,7 @@ One run, everything through the real nnU-Net CLIs (the same route as tests/test_
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -209,6 +211,8 @@ def main() -> int:
     result_file.write_text(json.dumps(result, indent=2))
     print(json.dumps({"benchmark": "clip_cascade", "device": args.device, "cascade_s": speed["cascade_s"],
                       "single_s": speed["single_s"], "speedup": speed["speedup"],
+                      "cascade_no_fast_path_s": speed["cascade_no_fast_path_s"],
+                      "fast_path_speedup": speed["fast_path_speedup"],
                       "speed_case_shape_zyx": speed["shape_zyx"]}))
     return 0
 
@@ -279,6 +283,12 @@ def time_methods(work, methods: dict, speed_size: str) -> dict:
             res["roi_source"] = preds[0].roi.source
         res["quality"][method] = score_clip_mask(preds[0].case_id, ref, preds[0].mask, spacing).as_dict()
     res["speedup"] = round(res["single_s"] / res["cascade_s"], 2)
+    t0 = time.perf_counter()
+    _, stages = predict_clips(cases, work / "speed_cascade_no_fast_path",
+                              dataclasses.replace(methods["cascade"]((0,)), fast_path=False), progress=False)
+    res["cascade_no_fast_path_s"] = round(time.perf_counter() - t0, 2)
+    res["cascade_no_fast_path_stages_s"] = {k: round(v, 2) for k, v in stages.items()}
+    res["fast_path_speedup"] = round(res["cascade_no_fast_path_s"] / res["cascade_s"], 2)
     return res
 
 

@@ -5,10 +5,11 @@
         --variant stem16:nnUNetTrainerEffNetB0DemoCPU
 
 Each ``--variant NAME:TRAINER[:key=value,...]`` trains ``TRAINER`` (network kwargs overridden by the key=values;
-``lr=`` sets the rate, ``optimizer=sgd`` nnU-Net's SGD recipe and initialisation, ``config=`` another configuration of the same
-data, e.g. vanilla ``3d_cpu`` beside ``3d_cpu_effnetb0``) for ``--steps`` iterations on fold ``-f`` of a preprocessed dataset, with nnU-Net's
-own data loader and augmentation in this process (``nnUNet_n_proc_DA=0``), the trainer's own ``train_step``
-(bf16 on CPUs that have it) and its LR schedule stretched over ``--steps``. Every ``--every`` iterations the
+``lr=`` sets the rate, ``optimizer=sgd`` nnU-Net's SGD recipe and initialisation, ``config=`` another
+configuration of the same data, e.g. vanilla ``3d_cpu`` beside ``3d_cpu_effnetb0``, ``partial_labels=off`` nnU-Net's
+loss, which teaches every structure a case did not annotate as background) for ``--steps`` iterations on fold
+``-f`` of a preprocessed dataset, with nnU-Net's own data loader and augmentation in this process
+(``nnUNet_n_proc_DA=0``), the trainer's own ``train_step`` (bf16 on CPUs that have it) and its LR schedule stretched over ``--steps``. Every ``--every`` iterations the
 network predicts each validation case whole (one padded patch: the CPU configuration's patch holds a case) and
 reports per-structure DSC (structures a case annotates), the mean, and ``side_err``: the share of predicted lung
 voxels that lie in the other side's lung (0.5 = left and right not told apart). The first variant is the
@@ -35,8 +36,9 @@ def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: 
     lr = float(overrides.pop("lr")) if "lr" in overrides else None
     sgd = overrides.pop("optimizer", "") == "sgd"
     configuration = overrides.pop("config", configuration)
+    unmasked = overrides.pop("partial_labels", "on") == "off"
     t = get_trainer_from_args(dataset, configuration, fold, trainer, "nnUNetPlans", device=torch.device("cpu"))
-    if overrides or lr or sgd:
+    if overrides or lr or sgd or unmasked:
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
         cls = type(t)
@@ -44,6 +46,10 @@ def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: 
                                       **{k: json.loads(v) for k, v in overrides.items()}}}
         if sgd:      # nnU-Net's own: SGD, momentum 0.99, Nesterov, poly decay from 1e-2, its initialisation
             body.update(configure_optimizers=nnUNetTrainer.configure_optimizers, foreground_prior=None)
+        if unmasked:  # skip the PartialLabels mixin: nnU-Net's own region loss
+            from nnunet_breast.trainers.partial_labels import PartialLabels
+
+            body["_build_loss"] = lambda self: super(PartialLabels, self)._build_loss()
         sub = type(f"{cls.__name__}_{name}", (cls,), body)
         plans = {**t.plans_manager.plans, "continue_training": False}      # nnU-Net's trainer pops this key
         t = sub(plans, configuration, fold, t.dataset_json, torch.device("cpu"))
@@ -94,7 +100,14 @@ def evaluate(t, cases, names, annotated) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
-def curve(dataset: str, configuration: str, fold: int, spec: str, steps: int, every: int):
+def curve(dataset: str, configuration: str, fold: int, spec: str, steps: int, every: int, seed: int = 0):
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     name, t = make_trainer(dataset, configuration, fold, spec, steps)
     t.initialize()
     train_loader, _ = t.get_dataloaders()
@@ -127,13 +140,14 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="every variant starts from this seed (weights, batches)")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     baseline: dict[int, float] = {}
     for i, spec in enumerate(args.variant):
-        for line in curve(args.dataset, args.configuration, args.fold, spec, args.steps, args.every):
+        for line in curve(args.dataset, args.configuration, args.fold, spec, args.steps, args.every, args.seed):
             if i == 0:
                 baseline[line["step"]] = line["s_per_step"]
             line["s_per_step_vs_first"] = round(line["s_per_step"] / baseline.get(line["step"], line["s_per_step"]), 3)

@@ -18,6 +18,7 @@ from nnunet_breast.dataset_conversion.dataset import ConvertOptions, convert
 from nnunet_breast.evaluation.clip_detection import detect_clips
 from nnunet_breast.inference.inputs import InputError, list_inputs, load_inputs
 from nnunet_breast.synth.cohort import make_case
+from nnunet_breast.volumes.components import label_components
 
 MODEL = "nnUNetTrainerClipLocation__nnUNetPlans__3d_clip_location"
 
@@ -151,7 +152,10 @@ def test_threshold_baseline_finds_clips_inside_the_body():
     img.SetOrigin(case.grid.origin)
     mask = threshold_clips(img, 1500.0)
     det = detect_clips(case.masks["Clips"], mask, img.GetSpacing()[::-1])
-    assert det.missed == 0 and det.true_positives >= 1
+    # the threshold reaches every clip; with the clips' metal artefacts (blooming) it also joins close clips into
+    # one blob, which clip detection counts once
+    labels, sizes = label_components(case.masks["Clips"])
+    assert set(np.unique(labels[mask])) >= set(range(1, len(sizes) + 1)) and det.true_positives >= 1
     assert not (mask & ~(case.hu >= 1500)).any()
     none_inside = threshold_clips(img, 1500.0, body=np.zeros(case.hu.shape, bool))
     assert not none_inside.any()                                    # nothing outside the body mask

@@ -5,12 +5,16 @@ trains on four with the demo's recipe on 600 iterations (``nnUNetTrainerEffNetB0
 ``3d_cpu_effnetb0`` (``plan --cpu``: 16 x 64 x 64 voxels per patch), and nnU-Net's own
 validation predicts the other two. Heart and both lungs must reach DSC 0.8 there: a flipped left-right axis, a
 broken loss, a recipe or a network that stops learning turns this red. Not timed.
+
+The trained model also checks prediction's fast path (only the patches that meet the body box, bf16 on capable
+CPUs) against nnU-Net's own predictor, on a held-out case placed in a scanner-wide field of view of air.
 """
 import csv
 import json
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 TRAINER = "nnUNetTrainerEffNetB0LearningCPU"
 CONFIG = "3d_cpu_effnetb0"
@@ -22,7 +26,7 @@ def trained(tmp_path_factory, nnunet_sandbox_factory):
 
     root = tmp_path_factory.mktemp("learning")
     (root / "nnunet").mkdir()
-    dirs, run, _ = nnunet_sandbox_factory(root / "nnunet")
+    dirs, run, environ = nnunet_sandbox_factory(root / "nnunet")
     write_cohort("breast", 6, root / "export", seed=11, labels="clinical", progress=False)
     run("nnunet-breast", "convert", "breast", "--input", root / "export", "--dataset-id", "601", "-np", "1")
     run("nnunet-breast", "splits", "-d", "601", "--stratify", "side", "--folds", "3")
@@ -36,7 +40,8 @@ def trained(tmp_path_factory, nnunet_sandbox_factory):
     with open(root / "eval" / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     plans = json.loads((dirs["nnUNet_preprocessed"] / "Dataset601_BreastRT" / "nnUNetPlans.json").read_text())
-    return {"rows": rows, "fold": fold, "config": plans["configurations"][CONFIG], "plans": plans}
+    return {"rows": rows, "fold": fold, "config": plans["configurations"][CONFIG], "plans": plans, "dirs": dirs,
+            "environ": environ}
 
 
 def test_cpu_configuration_is_planned_from_the_data(trained):
@@ -76,3 +81,95 @@ def test_training_ran_in_bf16_where_the_cpu_has_it(trained):
 
     log = "".join(p.read_text() for p in trained["fold"].glob("training_log_*.txt"))
     assert ("CPU training in bf16 autocast" if cpu_bf16_supported() else "CPU training in fp32") in log
+
+
+PAD = 150       # voxels of air around the small phantoms in-plane: a scanner's field of view, mostly air
+
+
+def _wide_field_of_view(image: sitk.Image) -> sitk.Image:
+    arr = np.pad(sitk.GetArrayFromImage(image), ((0, 0), (PAD, PAD), (PAD, PAD)), constant_values=-1000)
+    out = sitk.GetImageFromArray(arr)
+    out.SetSpacing(image.GetSpacing())
+    out.SetDirection(image.GetDirection())
+    out.SetOrigin(image.TransformContinuousIndexToPhysicalPoint((-PAD, -PAD, 0)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def wide_case(trained, tmp_path_factory, run_cli):
+    """A held-out case in a wide field of view of air, predicted by `nnunet-breast predict` (NIfTI input) on the
+    fast path in fp32 (nnUNet_breast_cpu_bf16=0) and with --no-fast-path (nnU-Net's predictor); its reference."""
+    from nnunet_breast.structures.regions import OverlapEncoding
+
+    raw = trained["dirs"]["nnUNet_raw"] / "Dataset601_BreastRT"
+    pre = trained["dirs"]["nnUNet_preprocessed"] / "Dataset601_BreastRT"
+    case = json.loads((pre / "splits_final.json").read_text())[0]["val"][0]
+    root = tmp_path_factory.mktemp("fast_path")
+    (root / "ct").mkdir()
+    image = _wide_field_of_view(sitk.ReadImage(str(raw / "imagesTr" / f"{case}_0000.nii.gz")))
+    sitk.WriteImage(image, str(root / "ct" / f"{case}_0000.nii.gz"))
+    out = {}
+    for name, flags in (("fast_fp32", ()), ("whole", ("--no-fast-path",))):
+        r = run_cli(["nnunet-breast", "predict", "-i", root / "ct", "-o", root / name, "--model", "breast", "-d", "601",
+                     "-tr", TRAINER, "-c", CONFIG, "-f", "0", "-device", "cpu", "--no-preview", *flags],
+                    env=dict(trained["environ"], nnUNet_breast_cpu_bf16="0"))
+        assert r.returncode == 0, (name, r.stdout[-2000:], r.stderr[-2000:])
+        out[name] = root / name / case / "masks"
+    encoding = OverlapEncoding.from_json(json.loads((raw / "dataset.json").read_text())["nnunet_breast"]["encoding"])
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "labelsTr" / f"{case}.nii.gz")))
+    ref = encoding.decode(np.pad(label, ((0, 0), (PAD, PAD), (PAD, PAD))))
+    return {"case": case, "file": root / "ct" / f"{case}_0000.nii.gz", "image": image, "out": out, "ref": ref,
+            "structures": encoding.structures}
+
+
+def _mask(folder, name):
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{name}.nii.gz"))) > 0
+
+
+def _dsc(a, b):
+    return 2 * (a & b).sum() / max(1, a.sum() + b.sum())
+
+
+def test_fast_path_masks_are_nnunets_own_inside_the_body(wide_case):
+    from nnunet_breast.volumes.body import body_mask
+
+    image = wide_case["image"]
+    body = body_mask(sitk.GetArrayFromImage(image).astype(np.float32), image.GetSpacing())
+    for name in wide_case["structures"]:
+        fast, whole = _mask(wide_case["out"]["fast_fp32"], name), _mask(wide_case["out"]["whole"], name)
+        np.testing.assert_array_equal(fast[body], whole[body], err_msg=name)
+    assert _mask(wide_case["out"]["whole"], "Heart")[body].sum() > 1000        # the model predicts a heart
+
+
+def test_fast_path_skips_the_air_and_bf16_costs_at_most_half_a_dsc_point(trained, wide_case, monkeypatch):
+    """In process: how many of nnU-Net's patches the fast path runs, and bf16 vs fp32 DSC against the reference."""
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from nnunet_breast.inference.predictor import ModelRef, make_predictor
+    from nnunet_breast.trainers.cpu import cpu_bf16_supported
+
+    for var, path in trained["dirs"].items():
+        monkeypatch.setenv(var, str(path))
+    predictor = make_predictor(ModelRef(601, TRAINER, CONFIG, folds=(0,)), "cpu", use_mirroring=False)
+    counts = []
+
+    def count(size):
+        kept = type(predictor)._internal_get_sliding_window_slicers(predictor, size)
+        counts.append((len(kept), len(nnUNetPredictor._internal_get_sliding_window_slicers(predictor, size))))
+        return kept
+
+    monkeypatch.setattr(predictor, "_internal_get_sliding_window_slicers", count)
+    image, props = SimpleITKIO().read_images([str(wide_case["file"])])
+    dsc = {}
+    for precision in (("bf16", "fp32") if cpu_bf16_supported() else ("fp32",)):
+        monkeypatch.setenv("nnUNet_breast_cpu_bf16", "1" if precision == "bf16" else "0")
+        _, probabilities = predictor.predict_single_npy_array(image, props, None, None, True)
+        dsc[precision] = {n: _dsc(probabilities[i] >= 0.5, wide_case["ref"][n])
+                          for i, n in enumerate(wide_case["structures"]) if n in ("Heart", "Lung_L", "Lung_R")}
+    kept, total = counts[0]
+    assert 0 < kept <= 0.6 * total, counts          # most of a wide field of view is air: its patches are skipped
+    assert all(d > 0.3 for d in dsc["fp32"].values()), dsc                   # the model predicts them
+    if "bf16" not in dsc:
+        pytest.skip("this CPU has no native bf16 (AMX / AVX512-BF16): the fast path runs in fp32 here")
+    assert all(abs(dsc["bf16"][n] - dsc["fp32"][n]) <= 0.005 for n in dsc["fp32"]), dsc

@@ -306,7 +306,9 @@ def test_clip_cases_carry_unlabelled_decoys_a_threshold_takes_for_clips():
     baseline's HU finds that is not a clip is one of them, and none of them is labelled.
 
     Bounds from the definition, not from one seed's output: ordinary phantom tissue stays below the baseline's
-    threshold (bone <= 1200 HU before blur, noise sd <= 18 HU); a painted object's HU reaches at most its radius
+    threshold (bone <= 1200 HU before blur, noise sd <= 18 HU; a bright streak adds <= 450 HU * 2.5 mm / r, so it
+    lifts bone over it only within ~4 mm of a clip, and the clips' bloom and bright streak cores end within
+    ~5 mm of a clip's axis, synth.metal); a painted object's HU reaches at most its radius
     plus the scanner blur's kernel (finish(): sigma 0.6 / 0.4 voxel, truncated at 4 sigma -> 3 voxels in-plane,
     2 across slices) plus half a voxel of partial volume. On 3 mm slices the 1 mm lead wire (30000 HU) is always
     sampled by the 4x supersampled partial volume (0.75 mm apart) and exceeds the threshold; on 5 mm slices
@@ -366,11 +368,25 @@ def test_crop_slices_keeps_world_positions_and_every_clip():
 
 
 def test_slab_size_is_real_scale_anatomy_around_the_clips():
+    """Also: on real-scale anatomy the threshold baseline over-segments the clips as on a scanner (metal
+    artefacts, synth.metal; calibrated to a DSC of 0.35-0.55, the clip paper's is 0.40) and reaches every clip."""
+    from nnunet_breast.evaluation.clip_scores import score_clip_mask
+
+    from nnunet_breast.clips.threshold import threshold_clips
+    from nnunet_breast.volumes.components import label_components
+
     case = make_case("clips", 0, 0, size="slab")
     z = case.grid.axis_mm("z")
     assert case.hu.shape[1:] == (512, 512) and 110 <= z[-1] - z[0] + case.grid.spacing[2] <= 130
     assert case.masks["Clips"].any() and case.meta["R_mm"] > 150                     # a real body, not a mini one
     assert all(z[0] <= c["centre_mm"][2] <= z[-1] for c in case.clips)
+    image = sitk.GetImageFromArray(case.hu)
+    image.SetSpacing(case.grid.spacing)
+    pred = threshold_clips(image)
+    score = score_clip_mask(case.case_id, case.masks["Clips"], pred, case.grid.spacing[::-1])
+    labels, sizes = label_components(case.masks["Clips"])
+    assert set(np.unique(labels[pred])) >= set(range(1, len(sizes) + 1)), "a clip below the threshold"
+    assert 0.3 < score.dsc < 0.6 and pred.sum() > 2 * case.masks["Clips"].sum(), score
 
 
 def test_crop_slices_crops_the_dose_grid_alike():
@@ -384,3 +400,181 @@ def test_crop_slices_crops_the_dose_grid_alike():
     assert dose.shape[0] == case.hu.shape[0] == dgrid.shape[0] == n
     assert dgrid.origin[2] == case.grid.origin[2]                                 # the same slices as the CT
     np.testing.assert_array_equal(dose, dose_before[k0:k0 + n])
+
+
+# ----- the clips' metal artefacts (synth/metal.py): HU only, the labels stay the physical clips' -----
+
+def _water_phantom(dz: float, clips, n_slices: int = 24):
+    """A water cylinder (40 HU, radius 35 mm) on a 1 mm grid of ``dz`` mm slices (slice 12 at z = 0) with titanium
+    clips (p0, p1 in mm) painted as the clip cohort paints them: (grid, hu, body, [metal.Clip])."""
+    from nnunet_breast.synth import metal
+    from nnunet_breast.synth.cohort import _segment_occupancy
+    from nnunet_breast.synth.phantom import TITANIUM_HU, Grid
+
+    grid = Grid((n_slices, 81, 81), (1.0, 1.0, dz), (-40.0, -40.0, -12 * dz))
+    x, y = grid.axis_mm("x"), grid.axis_mm("y")
+    body = np.broadcast_to(x[None, None] ** 2 + y[None, :, None] ** 2 <= 35.0 ** 2, grid.shape).copy()
+    hu = np.where(body, 40.0, -1000.0).astype(np.float32)
+    painted = []
+    for p0, p1 in clips:
+        p0, p1 = np.array(p0, float), np.array(p1, float)
+        sl, occ = _segment_occupancy(grid, p0, p1, radius=metal.CLIP_RADIUS_MM)
+        hu[sl] = hu[sl] * (1 - occ) + TITANIUM_HU * occ
+        painted.append(metal.Clip(p0, p1, sl, occ))
+    return grid, hu, body, painted
+
+
+def _sample(plane: np.ndarray, grid, x_mm, y_mm) -> np.ndarray:
+    """Bilinear HU of an axial plane at (x, y) mm."""
+    from scipy import ndimage
+
+    rows = (np.asarray(y_mm) - grid.origin[1]) / grid.spacing[1]
+    cols = (np.asarray(x_mm) - grid.origin[0]) / grid.spacing[0]
+    return ndimage.map_coordinates(plane, [np.atleast_1d(rows), np.atleast_1d(cols)], order=1)
+
+
+def test_rod_occupancy_is_the_cohorts_partial_volume_and_stretches_along_z():
+    """Blooming compares its wider rod with the painted clip: with radius_z = radius both are the same rod."""
+    from nnunet_breast.synth import metal
+    from nnunet_breast.synth.cohort import _segment_occupancy
+
+    grid, _, _, _ = _water_phantom(3.0, [])
+    p0, p1 = np.array([-2.0, 1.0, -2.0]), np.array([3.0, -1.0, 2.5])
+    sl, occ = _segment_occupancy(grid, p0, p1, radius=1.0)
+    box, same = metal.rod_occupancy(grid, p0, p1, 1.0, 1.0)
+    assert box == sl
+    np.testing.assert_array_equal(same, occ)
+    _, long_z = metal.rod_occupancy(grid, p0, p1, 1.0, 4.0)
+    assert long_z.sum() > 1.5 * occ.sum() and long_z.sum() * 3.0 < 5.0 * occ.sum() * 3.0
+
+
+def test_streaks_radiate_bright_and_dark_from_a_clip_and_fade_with_distance():
+    """One clip along z (6 mm, slices -1..1 of 3 mm): alternating bright and dark rays in its slices, hundreds of
+    HU off the tissue a few mm out, weaker further out and gone two slices beyond; nothing outside the body."""
+    from nnunet_breast.synth import metal
+
+    grid, hu, body, clips = _water_phantom(3.0, [((0, 0, -3.0), (0, 0, 3.0))])
+    before = hu.copy()
+    drawn = metal.add_metal_artefacts(hu, grid, clips, body, np.random.default_rng(3))
+    json.dumps(drawn)                                                   # JSON-ready, for case.meta
+    (lines,) = drawn["streaks"]
+    assert 3 <= len(lines) <= 8 and drawn["bands"] == []
+    signs = np.sign([amp for _, amp, _ in lines])
+    assert (signs[1:] != signs[:-1]).all(), "bright and dark lines alternate around the clip"
+    theta = np.radians(np.arange(0, 360, 0.5))
+    plane = hu[12] - before[12]                                         # the clip's central slice
+    ring = _sample(plane, grid, 5 * np.cos(theta), 5 * np.sin(theta))   # 5 mm from the clip's axis
+    assert ring.max() > 50 and ring.min() < -50                         # >= 150 HU at 2.5 mm, 1/r
+    assert np.count_nonzero(np.diff(np.sign(ring[np.abs(ring) > 10]))) >= 4, "rays, not a halo"
+    # along the strongest ray: the same sign, weaker at 24 mm than at 6 mm (1/r), still there
+    k = int(np.argmax(np.abs(ring)))
+    near, far = (float(_sample(plane, grid, r * np.cos(theta[k]), r * np.sin(theta[k]))[0]) for r in (6.0, 24.0))
+    assert np.sign(near) == np.sign(far) and 0.1 * abs(near) < abs(far) < 0.6 * abs(near)
+    # the slices of the clip's metal, one beyond fading, none further; HU only inside the body
+    changed = np.abs(hu - before).max(axis=(1, 2))
+    assert changed[10:15].min() > 100 and changed[9] < changed[10] and changed[15] < changed[14]
+    assert changed[:9].max() == 0 and changed[16:].max() == 0
+    np.testing.assert_array_equal(hu[~body], before[~body])
+
+
+def test_blooming_and_bright_cores_over_segment_a_clip_a_threshold_takes_only_near_it():
+    """After the scanner's blur, a 1500 HU threshold takes more than the clip's label (bloom, bright streak
+    cores) but nothing farther than bloom + core reach from the clip's axis."""
+    from nnunet_breast.synth import metal, phantom
+
+    p0, p1 = np.array([-3.0, -1.0, 0.5]), np.array([3.0, 1.0, 0.5])        # in-plane, in slice 12 (5 mm)
+    grid, hu, body, clips = _water_phantom(5.0, [(p0, p1)])
+    (clip,) = clips
+    label = np.zeros(grid.shape, bool)
+    label[clip.box] = clip.occ >= 0.15                                    # the cohort's label
+    plain = phantom.finish(hu.copy(), np.random.default_rng(0), noise=0.0, intercept=-1024.0)
+    metal.add_metal_artefacts(hu, grid, clips, body, np.random.default_rng(1))
+    ct = phantom.finish(hu, np.random.default_rng(0), noise=0.0, intercept=-1024.0)
+    taken, before = ct >= 1500, plain >= 1500
+    assert (taken & label).sum() == label.sum() and taken.sum() > 1.5 * label.sum()
+    assert taken.sum() > 1.5 * before.sum()
+    reach = metal.CLIP_RADIUS_MM + metal.BLOOM_MM[1] + metal.HOT_REACH_MM[1] + 1.0 + 1.5   # + decay, + blur
+    z, y, x = np.nonzero(taken)
+    d = np.array([float(np.min(np.hypot(*(np.array([xx - 40.0, yy - 40.0])[:, None]
+                                          - np.linspace(p0[:2], p1[:2], 50).T)))) for zz, yy, xx in zip(z, y, x)])
+    assert d.max() <= reach and set(z) <= {11, 12, 13}
+
+
+def test_dark_band_between_two_close_clips_only():
+    """Two clips 20 mm apart in one slice are joined by a dark band (its depth on the midpoint, a few mm wide,
+    on their slices and the next); a third clip far off in z gets none."""
+    from nnunet_breast.synth import metal
+
+    clips = [((-10.0, -3.0, 0.0), (-10.0, 3.0, 0.0)), ((10.0, -3.0, 0.0), (10.0, 3.0, 0.0)),
+             ((0.0, 15.0, 30.0), (0.0, 21.0, 30.0))]
+    grid, hu, body, painted = _water_phantom(3.0, clips)
+    no_band = hu.copy()
+    drawn = metal.add_metal_artefacts(hu, grid, painted, body, np.random.default_rng(5))
+    (band,) = drawn["bands"]
+    assert band[:2] == [0, 1] and 100 <= band[2] <= 400
+    original = metal.band_field
+    try:                                       # the same draws without the band: what the band alone does
+        metal.band_field = lambda *a, **k: original(*a, **k) * 0
+        metal.add_metal_artefacts(no_band, grid, painted, body, np.random.default_rng(5))
+    finally:
+        metal.band_field = original
+    diff = hu - no_band
+    assert diff[12, 40, 40] == pytest.approx(-band[2], abs=0.5)        # the midpoint, slice z = 0
+    assert diff[12, 40 + 8, 40] > -0.1 * band[2]                         # 8 mm off the line: little
+    assert diff[11, 40, 40] < -50 and diff[13, 40, 40] < -50             # the adjacent slices too
+    assert diff[9, 40, 40] == 0 and diff[15, 40, 40] == 0
+    # on the line between the clips the CT is darker than the tissue, whatever the streaks do there
+    x_mid = np.arange(-5, 6)
+    assert np.mean(_sample(hu[12], grid, x_mid, np.zeros_like(x_mid))) < 40 - 50
+
+
+def _clip_case_without_artefacts(monkeypatch, index, seed=0, size="small"):
+    from nnunet_breast.synth import metal
+
+    with monkeypatch.context() as m:
+        m.setattr(metal, "add_metal_artefacts", lambda *a, **k: {})
+        return make_case("clips", index, seed, size=size)
+
+
+def test_clip_cases_get_artefacts_in_hu_and_keep_their_labels(monkeypatch):
+    """The cohort's clip cases: the same labels, clips and decoys as without artefacts; a 1500 HU threshold takes
+    more voxels than the label (blooming, on 5 mm slices also in the next slice) and more than without
+    artefacts; air stays air; the same seed gives the same HU; the drawn artefacts are in case.meta."""
+    from nnunet_breast.volumes.body import body_mask
+
+    thick = 0
+    for i in range(4):
+        case = make_case("clips", i, seed=5)
+        plain = _clip_case_without_artefacts(monkeypatch, i, seed=5)
+        np.testing.assert_array_equal(case.masks["Clips"], plain.masks["Clips"])
+        assert case.clips == plain.clips and case.meta["decoys"] == plain.meta["decoys"]
+        assert len(case.meta["artefacts"]["streaks"]) == len(case.clips)
+        json.dumps(case.meta)
+        label = case.masks["Clips"]
+        taken = case.hu >= 1500
+        assert taken.sum() > 1.5 * label.sum() and taken.sum() > 1.5 * (plain.hu >= 1500).sum()
+        assert (case.hu[plain.hu < -900] < -800).all(), "artefacts outside the body"
+        assert body_mask(case.hu, case.grid.spacing)[label].all(), "a body mask by HU lost clip voxels"
+        if case.grid.spacing[2] == 5.0:           # partial volume of thick slices: metal in the next slice
+            above_below = np.zeros_like(label)
+            above_below[1:] |= label[:-1]
+            above_below[:-1] |= label[1:]
+            grown, grown_plain = (int(((hu >= 1500) & above_below & ~label).sum()) for hu in (case.hu, plain.hu))
+            assert grown > grown_plain + 10
+            thick += 1
+        np.testing.assert_array_equal(make_case("clips", i, seed=5).hu, case.hu)
+    assert thick >= 1
+
+
+def test_breast_cases_have_no_metal_artefacts(monkeypatch):
+    """The breast cohort never draws artefacts: its HU and random stream are what they were."""
+    from nnunet_breast.synth import metal
+
+    def fail(*a, **k):
+        raise AssertionError("metal artefacts in a breast case")
+
+    monkeypatch.setattr(metal, "add_metal_artefacts", fail)
+    case = make_case("breast", 0, seed=0)
+    assert "artefacts" not in case.meta
+    with pytest.raises(AssertionError, match="metal artefacts"):
+        make_case("clips", 0, seed=0)

@@ -66,6 +66,7 @@ class ClipPredictOptions:
     num_processes_export: int = 1
     keep_work: bool = False
     min_clip_mm3: float = MIN_CLIP_MM3          # specks below this are not clips
+    fast_path: bool = True                      # patches meeting the body box only; bf16 on capable CPUs
 
 
 @dataclass
@@ -152,7 +153,7 @@ def clip_predictions(cases: list[InputCT], work: Path, opts: ClipPredictOptions,
     else:
         ids = list(images)
         t0 = time.perf_counter()
-        p1 = make_predictor(opts.stage1, opts.device, opts.tile_step_size, opts.use_mirroring)
+        p1 = make_predictor(opts.stage1, opts.device, opts.tile_step_size, opts.use_mirroring, fast_path=opts.fast_path)
         coarse = {}
         if opts.method == "cascade":     # stage 1 on the CT at its own spacing: its map stays coarse
             spacing_xyz = model_spacing_xyz(p1)
@@ -242,7 +243,7 @@ def _stage2(ids, images, coarse, work: Path, opts: ClipPredictOptions, timings: 
             sitk.WriteImage(pmap, str(work / "stage2_in" / f"{cid}_0001.nii.gz"))
     timings["roi_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    p2 = make_predictor(opts.stage2, opts.device, opts.tile_step_size, opts.use_mirroring)
+    p2 = make_predictor(opts.stage2, opts.device, opts.tile_step_size, opts.use_mirroring, fast_path=opts.fast_path)
     predict_files(p2, [[work / "stage2_in" / f"{c}_000{k}.nii.gz" for k in channels] for c in ids],
                   [work / "stage2" / c for c in ids], save_probabilities=False,
                   num_processes_preprocessing=opts.num_processes_preprocessing,

@@ -5,7 +5,8 @@
   --clips-method {cascade,single,threshold} --clips-d ID [--clips-tr T] [--clips-c C] [--clips-f F ...]
   --stage2-id ID [--stage2-tr T] [--stage2-c C] [--stage2-f F ...] [--threshold-hu HU] [--min-clip-mm3 V]
 
-and nnU-Net's predictor options as nnUNetv2_predict spells them (-p, -chk, -device, --disable_tta, -npp, -nps).
+and nnU-Net's predictor options as nnUNetv2_predict spells them (-p, -chk, -device, --disable_tta, -npp, -nps) and
+--no-fast-path.
 Defaults of the clip models: :data:`nnunet_breast.clips.CLIP_MODEL_DEFAULTS`, filled in by
 :func:`nnunet_breast.inference.predictor.clip_model_refs`.
 """
@@ -91,4 +92,7 @@ def add_predictor(p):
     g.add_argument("--disable_tta", action="store_true", help="no test-time mirroring (faster)")
     g.add_argument("-npp", type=int, default=1, help="nnU-Net preprocessing processes")
     g.add_argument("-nps", type=int, default=1, help="nnU-Net export processes")
+    g.add_argument("--no-fast-path", action="store_true",
+                   help="predict the whole CT grid in fp32 (default: the sliding window over the body's bounding box "
+                        "+ 20 mm only, and bf16 autocast on CPUs that compute bf16 natively)")
     return g

@@ -59,11 +59,13 @@ def build_options(args):
         stage1, stage2 = clip_model_refs(**options.clip_model_kwargs(args))
         clips = ClipPredictOptions(args.clips_method, stage1, stage2, device, not args.disable_tta,
                                    threshold_hu=args.threshold_hu, num_processes_preprocessing=args.npp,
-                                   num_processes_export=args.nps, min_clip_mm3=args.min_clip_mm3)
+                                   num_processes_export=args.nps, min_clip_mm3=args.min_clip_mm3,
+                                   fast_path=not args.no_fast_path)
     return PredictOptions(args.model, breast, clips, device, not args.disable_tta, args.min_island_cc, args.margin_mm,
                           args.outlier_mm or None, not args.no_rtstruct, not args.no_preview, args.num_parts,
                           args.part_id, args.overwrite, not args.no_spacing_check, args.npp, args.nps,
-                          seg=args.seg, rtstruct_settings=options.rtstruct_settings(args))
+                          seg=args.seg, rtstruct_settings=options.rtstruct_settings(args),
+                          fast_path=not args.no_fast_path)
 
 
 def run(args) -> int:

@@ -73,6 +73,7 @@ class PredictOptions:
     num_processes_export: int = 1
     seg: bool = False                      # also SEG.<case>.dcm (DICOM inputs only)
     rtstruct_settings: RTStructSettings | None = None   # label, series description, name map, add_to, on_clash
+    fast_path: bool = True                 # body box + bf16 on capable CPUs (inference/fast_path.py)
 
 
 @dataclass
@@ -192,7 +193,7 @@ def _predict_breast(cases: list[InputCT], work: Path, opts: PredictOptions) -> d
     (work / "ct").mkdir(exist_ok=True)
     for c in cases:
         sitk.WriteImage(c.lps(), str(work / "ct" / f"{c.case_id}_0000.nii.gz"))      # the layout models learnt
-    predictor = make_predictor(opts.breast, opts.device, use_mirroring=opts.use_mirroring)
+    predictor = make_predictor(opts.breast, opts.device, use_mirroring=opts.use_mirroring, fast_path=opts.fast_path)
     predict_files(predictor, [[work / "ct" / f"{c.case_id}_0000.nii.gz"] for c in cases],
                   [work / "breast" / c.case_id for c in cases], save_probabilities=True,
                   num_processes_preprocessing=opts.num_processes_preprocessing,

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 from nnunet_breast.structures.catalog import BREAST_STRUCTURES
-from nnunet_breast.synth import phantom
+from nnunet_breast.synth import metal, phantom
 from nnunet_breast.synth.phantom import Case, Grid, case_rng
 from nnunet_breast.util.parallel import map_cases
 
@@ -119,7 +119,8 @@ def _segment_occupancy(grid: Grid, p0: np.ndarray, p1: np.ndarray, radius: float
 
 
 def _add_clips(case: Case, tissues, geo, rng) -> None:
-    """5-8 titanium clips on the wall of a lumpectomy cavity in the treated breast, plus decoys."""
+    """5-8 titanium clips on the wall of a lumpectomy cavity in the treated breast, plus decoys, then the clips'
+    metal artefacts (:mod:`~nnunet_breast.synth.metal`; HU only, the label is the physical clips')."""
     grid, R = case.grid, geo["R"]
     s = case.side
     c_u, c_v, c_w = geo["breast_c"][s]
@@ -134,6 +135,7 @@ def _add_clips(case: Case, tissues, geo, rng) -> None:
               + ((z[:, None, None] - centre[2]) / radius[2]) ** 2) <= 1
     case.hu[cavity & tissues["body"]] = 20.0           # seroma
     label = np.zeros(grid.shape, bool)
+    painted = []
     n_clips = int(rng.integers(5, 9))
     dirs = rng.standard_normal((n_clips, 3))
     dirs[0] = [0, 1, 0]                                  # one clip on the deep wall, next to the ribs
@@ -149,9 +151,11 @@ def _add_clips(case: Case, tissues, geo, rng) -> None:
             continue
         case.hu[sl] = case.hu[sl] * (1 - occ) + phantom.TITANIUM_HU * occ
         label[sl] |= occ >= 0.15
+        painted.append(metal.Clip(p0, p1, sl, occ))
         case.clips.append({"centre_mm": pos.round(2).tolist(), "axis": axis.round(3).tolist(), "length_mm": length})
     case.masks["Clips"] = label
     _add_decoys(case, tissues, geo, rng)
+    case.meta["artefacts"] = metal.add_metal_artefacts(case.hu, grid, painted, tissues["body"], rng)
 
 
 def _paint(case: Case, p0: np.ndarray, p1: np.ndarray, radius: float, hu: float) -> None:

@@ -1,0 +1,147 @@
+"""Partial-label masking vs nnU-Net's loss on clinical exports: same data, iterations and seed.
+
+A clinic contours the treated side only. Trained with nnU-Net's loss, a left-sided case teaches that its right
+breast is not ``CTVp_breast_R``; with the breast trainers' partial-label loss it teaches nothing about the right
+side. One run:
+
+1. ``nnunet-breast synth --cohort breast --labels clinical`` (--n-train, seed 0: about half left-, half
+   right-sided) and ``--labels full`` (--n-test, --test-seed: both sides contoured), both converted into one
+   raw dataset (--dataset-id; the converter records what each case annotates);
+2. one fold: train = the clinical cases, validation = the fully contoured ones (splits_final.json);
+   ``plan --cpu`` and the CPU configuration's preprocessing;
+3. ``benchmarks/learning_curve.py``'s in-process loop for ``masked`` (--trainer as shipped) and ``unmasked``
+   (the same trainer with ``partial_labels=off``: nnU-Net's region loss), same seed, DSC of every structure on the
+   held-out cases every --every iterations.
+Prints a Markdown table (per structure at the last checkpoint; means of the right-side CTVs, left-side CTVs and
+all) and one JSON line with the ratios masked / unmasked.
+
+    python benchmarks/partial_labels.py --work /tmp/pl [--n-train 10 --n-test 4] [--steps 600 --every 200]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+CONFIG = "3d_cpu_effnetb0"
+
+
+def ctv_sides(names: list[str]) -> dict[str, list[str]]:
+    from nnunet_breast.structures.catalog import BY_NAME
+
+    out: dict[str, list[str]] = {"R": [], "L": []}
+    for n in names:
+        entry = BY_NAME.get(n)
+        if entry is not None and entry.side in out and entry.kind == "CTV":
+            out[entry.side].append(n)
+    return out
+
+
+def prepare(args, work: Path) -> None:
+    bindir = Path(sys.executable).parent
+    npr = str(args.num_processes)
+
+    def run(step: str, *cmd) -> None:
+        t0, log = time.perf_counter(), work / "logs" / f"{step}.log"
+        with open(log, "w") as f:
+            r = subprocess.run([shutil.which(cmd[0], path=str(bindir)) or cmd[0], *map(str, cmd[1:])], stdout=f,
+                               stderr=subprocess.STDOUT, check=False)
+        if r.returncode != 0:
+            print(f"FAILED ({r.returncode}): {' '.join(map(str, cmd))}; see {log}", flush=True)
+            raise SystemExit(1)
+        print(f"  {step}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+    cohorts = (("train", args.n_train, 0, "clinical"), ("test", args.n_test, args.test_seed, "full"))
+    for kind, n, seed, labels in cohorts:
+        export = work / f"export_{kind}"
+        run(f"synth_{kind}", "nnunet-breast", "synth", "--cohort", "breast", "--n", n, "--out", export, "--seed", seed,
+            "--labels", labels, "-np", npr)
+        run(f"convert_{kind}", "nnunet-breast", "convert", "breast", "-i", export, "-d", args.dataset_id, "-np", npr)
+    raw = next(Path(os.environ["nnUNet_raw"]).glob(f"Dataset{args.dataset_id:03d}_*"))
+    dataset = json.loads((raw / "dataset.json").read_text())
+    structures = set(dataset["labels"]) - {"background"}
+    annotated = dataset["nnunet_breast"]["annotated"]
+    # a clinical export never contours both sides: the fully annotated cases are the held-out ones
+    test_ids = {c for c, v in annotated.items() if set(v) >= structures}
+    train_ids = sorted(set(annotated) - test_ids)
+    if len(test_ids) != args.n_test or len(train_ids) != args.n_train:
+        print(f"FAILED: expected {args.n_train} clinical and {args.n_test} fully contoured cases in {raw}, found "
+              f"{len(train_ids)} and {len(test_ids)}", flush=True)
+        raise SystemExit(1)
+    run("plan", "nnUNetv2_plan_and_preprocess", "-d", args.dataset_id, "--no_pp", "-np", npr)
+    pre = Path(os.environ["nnUNet_preprocessed"]) / raw.name
+    (pre / "splits_final.json").write_text(json.dumps([{"train": train_ids, "val": sorted(test_ids)}], indent=1))
+    run("plan_cpu", "nnunet-breast", "plan", "-d", args.dataset_id, "--cpu")
+    run("preprocess", "nnUNetv2_preprocess", "-d", args.dataset_id, "-c", CONFIG, "-np", npr)
+    print(f"  train: {len(train_ids)} clinical cases; held out: {len(test_ids)} fully contoured", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--n-train", type=int, default=10)
+    ap.add_argument("--n-test", type=int, default=4)
+    ap.add_argument("--test-seed", type=int, default=100)
+    ap.add_argument("--dataset-id", type=int, default=821)
+    ap.add_argument("--trainer", default="nnUNetTrainerEffNetB0")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--every", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-prepare", action="store_true", help="reuse WORK's preprocessed dataset")
+    ap.add_argument("-np", "--num-processes", type=int, default=2)
+    args = ap.parse_args()
+    work = args.work.resolve()
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        os.environ[var] = str(work / var)
+        Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
+    (work / "logs").mkdir(exist_ok=True)
+    os.environ.update(nnUNet_compile="false", nnUNet_def_n_proc=str(args.num_processes))
+    from nnunet_breast import env
+
+    os.environ["nnUNet_extTrainer"] = env.child_environ()["nnUNet_extTrainer"]
+    if not args.skip_prepare:
+        prepare(args, work)
+    sys.path.insert(0, str(Path(__file__).parent))
+    import torch
+    from learning_curve import curve
+
+    torch.set_num_threads(args.num_processes)
+    variants = {"masked": f"masked:{args.trainer}", "unmasked": f"unmasked:{args.trainer}:partial_labels=off"}
+    last: dict[str, dict] = {}
+    for name, spec in variants.items():
+        for line in curve(str(args.dataset_id), CONFIG, 0, spec, args.steps, args.every, args.seed):
+            print(json.dumps(line), flush=True)
+            last[name] = line
+    names = sorted(set(last["masked"]["dsc"]) | set(last["unmasked"]["dsc"]))
+    sides = ctv_sides(names)
+    groups = {"right-side CTVs": sides["R"], "left-side CTVs": sides["L"], "all structures": names}
+    mean = {v: {g: float(np.mean([last[v]["dsc"].get(n, 0.0) for n in ns])) for g, ns in groups.items()}
+            for v in variants}
+    print(f"\n### Partial labels: held-out DSC after {args.steps} iterations ({args.trainer}, {CONFIG}, "
+          f"seed {args.seed})\n\n| structure | masked (ours) | unmasked (nnU-Net's loss) |\n|---|---|---|")
+    for n in names:
+        print(f"| {n} | {last['masked']['dsc'].get(n, float('nan')):.3f} | "
+              f"{last['unmasked']['dsc'].get(n, float('nan')):.3f} |")
+    for g in groups:
+        print(f"| **mean, {g}** | **{mean['masked'][g]:.3f}** | **{mean['unmasked'][g]:.3f}** |")
+    result = {"benchmark": "partial_labels", "trainer": args.trainer, "configuration": CONFIG, "steps": args.steps,
+              "seed": args.seed, "n_train": args.n_train, "n_test": args.n_test,
+              "masked": {g: round(v, 3) for g, v in mean["masked"].items()},
+              "unmasked": {g: round(v, 3) for g, v in mean["unmasked"].items()},
+              "ratio_masked_vs_unmasked": {g: round(mean["masked"][g] / max(mean["unmasked"][g], 1e-3), 3)
+                                           for g in groups},
+              "s_per_step": {v: last[v]["s_per_step"] for v in variants}}
+    print(json.dumps(result), flush=True)
+    (work / "partial_labels.json").write_text(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

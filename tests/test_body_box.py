@@ -1,0 +1,46 @@
+"""The body box outside which prediction's fast path runs no patch: it holds the whole body plus the margin of
+air, and most of a wide field of view's air is left out."""
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_breast.synth.cohort import make_case
+from nnunet_breast.volumes.body import BODY_MARGIN_MM, body_box, body_mask
+
+
+@pytest.fixture(scope="module")
+def ct():
+    """A small phantom in a scanner's wide field of view (air around it, as on a planning CT)."""
+    case = make_case("breast", 0, seed=3, size="small")
+    image = sitk.GetImageFromArray(np.pad(case.hu, ((0, 0), (40, 40), (40, 40)), constant_values=-1000))
+    image.SetSpacing(case.grid.spacing)
+    image.SetOrigin([o - 40 * sp for o, sp in zip(case.grid.origin[:2], case.grid.spacing[:2])] + [case.grid.origin[2]])
+    return image
+
+
+def test_box_holds_the_body_and_the_margin_and_cuts_air(ct):
+    hu = sitk.GetArrayFromImage(ct)
+    body = body_mask(hu, ct.GetSpacing())
+    box = body_box(ct)
+    inside = np.zeros_like(body)
+    inside[box] = True
+    assert body.any() and not (body & ~inside).any()                   # no body voxel outside the box
+    assert inside.sum() < 0.5 * inside.size                            # most of the air around the patient goes
+    spacing_zyx = np.array(ct.GetSpacing()[::-1])
+    for axis in (1, 2):                                                # in-plane: the margin of air is there
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(body.any(axis=other))
+        lo, hi = box[axis].start, box[axis].stop
+        want = int(np.ceil(BODY_MARGIN_MM / spacing_zyx[axis]))
+        assert lo == max(0, idx[0] - want) and hi == min(body.shape[axis], idx[-1] + 1 + want)
+
+
+def test_box_of_a_preprocessed_array_is_the_box_of_the_image(ct):
+    from nnunet_breast.inference.fast_path import body_box_of_array
+
+    assert body_box_of_array(sitk.GetArrayFromImage(ct), ct.GetSpacing()) == body_box(ct)
+
+
+def test_no_body_no_box():
+    air = sitk.GetImageFromArray(np.full((8, 32, 32), -1000, np.float32))
+    assert body_box(air) is None
