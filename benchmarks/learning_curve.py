@@ -5,15 +5,16 @@
         --variant stem16:nnUNetTrainerEffNetB0DemoCPU
 
 Each ``--variant NAME:TRAINER[:key=value,...]`` trains ``TRAINER`` (network kwargs overridden by the key=values;
-``lr=`` sets the rate, ``optimizer=sgd`` nnU-Net's SGD recipe and initialisation, ``config=`` another
-configuration of the same data, e.g. vanilla ``3d_cpu`` beside ``3d_cpu_effnetb0``, ``partial_labels=off`` nnU-Net's
-loss, which teaches every structure a case did not annotate as background) for ``--steps`` iterations on fold
-``-f`` of a preprocessed dataset, with nnU-Net's own data loader and augmentation in this process
-(``nnUNet_n_proc_DA=0``), the trainer's own ``train_step`` (bf16 on CPUs that have it) and its LR schedule stretched over ``--steps``. Every ``--every`` iterations the
-network predicts each validation case whole (one padded patch: the CPU configuration's patch holds a case) and
-reports per-structure DSC (structures a case annotates), the mean, and ``side_err``: the share of predicted lung
-voxels that lie in the other side's lung (0.5 = left and right not told apart). The first variant is the
-baseline: each checkpoint line carries the ratio of seconds per step against it. One JSON line per checkpoint.
+``lr=`` sets the rate, ``optimizer=sgd`` nnU-Net's SGD recipe and initialisation, ``config=`` another configuration
+of the same data, e.g. vanilla ``3d_cpu`` beside ``3d_cpu_effnetb0``, ``partial_labels=off`` nnU-Net's loss, which
+teaches every structure a case did not annotate as background) for ``--steps`` iterations on fold ``-f`` of a
+preprocessed dataset, with nnU-Net's own data loader and augmentation in this process (``nnUNet_n_proc_DA=0``), the
+trainer's own ``train_step`` (bf16 on CPUs that have it) and its LR schedule stretched over ``--steps``. Every
+``--every`` iterations the network predicts each validation case whole (one padded patch: the CPU configuration's
+patch holds a case) and reports per-structure DSC (structures a case annotates), the mean, and ``side_err``: the
+share of predicted lung voxels that lie in the other side's lung (0.5 = left and right not told apart). The first
+variant is the baseline: each checkpoint line carries the ratio of seconds per step against it. One JSON line per
+checkpoint.
 """
 from __future__ import annotations
 

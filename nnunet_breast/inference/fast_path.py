@@ -63,6 +63,8 @@ class FastPathPredictor(nnUNetPredictor):
     def _body_region(self, data: torch.Tensor) -> np.ndarray | None:
         """The body box (+ margin) as a mask on the grid nnU-Net tiles (the data padded to the patch size), or
         None where HU cannot be read back (not CT-normalised) or no body is found: then every patch runs."""
+        if len(self.configuration_manager.patch_size) != data.ndim - 1:
+            return None                       # a 2D configuration: nnU-Net's slice-wise tiling, left as it is
         hu = self._hounsfield(data)
         if hu is None:
             return None
