@@ -93,6 +93,6 @@ def add_predictor(p):
     g.add_argument("-npp", type=int, default=1, help="nnU-Net preprocessing processes")
     g.add_argument("-nps", type=int, default=1, help="nnU-Net export processes")
     g.add_argument("--no-fast-path", action="store_true",
-                   help="predict the whole CT grid in fp32 (default: the sliding window over the body's bounding box "
-                        "+ 20 mm only, and bf16 autocast on CPUs that compute bf16 natively)")
+                   help="nnU-Net's predictor unchanged: every patch, fp32 (default: only the patches of nnU-Net's tiling "
+                        "that meet the body's bounding box + 20 mm, in bf16 on CPUs that compute bf16 natively)")
     return g
