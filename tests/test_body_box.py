@@ -21,7 +21,7 @@ def ct():
 def test_box_holds_the_body_and_the_margin_and_cuts_air(ct):
     hu = sitk.GetArrayFromImage(ct)
     body = body_mask(hu, ct.GetSpacing())
-    box = body_box(ct)
+    box = body_box(hu, ct.GetSpacing())
     inside = np.zeros_like(body)
     inside[box] = True
     assert body.any() and not (body & ~inside).any()                   # no body voxel outside the box
@@ -35,12 +35,13 @@ def test_box_holds_the_body_and_the_margin_and_cuts_air(ct):
         assert lo == max(0, idx[0] - want) and hi == min(body.shape[axis], idx[-1] + 1 + want)
 
 
-def test_box_of_a_preprocessed_array_is_the_box_of_the_image(ct):
-    from nnunet_breast.inference.fast_path import body_box_of_array
-
-    assert body_box_of_array(sitk.GetArrayFromImage(ct), ct.GetSpacing()) == body_box(ct)
+def test_box_of_an_array_in_another_axis_order_is_the_same_box(ct):
+    """nnU-Net's preprocessed arrays may be transposed (transpose_forward): the box follows the axes."""
+    hu = sitk.GetArrayFromImage(ct)
+    box = body_box(hu, ct.GetSpacing())
+    assert body_box(hu.transpose(2, 1, 0), ct.GetSpacing()[::-1]) == box[::-1]
 
 
 def test_no_body_no_box():
     air = sitk.GetImageFromArray(np.full((8, 32, 32), -1000, np.float32))
-    assert body_box(air) is None
+    assert body_box(sitk.GetArrayFromImage(air), air.GetSpacing()) is None

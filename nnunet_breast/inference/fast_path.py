@@ -20,7 +20,7 @@ import torch
 from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-from nnunet_breast.trainers.cpu import use_cpu_bf16
+from nnunet_breast.trainers.cpu import cpu_autocast, use_cpu_bf16
 from nnunet_breast.volumes.body import body_box
 
 #: logit written where no patch ran: a sigmoid of ~5e-5, background for region heads
@@ -57,7 +57,7 @@ class FastPathPredictor(nnUNetPredictor):
             return super()._internal_maybe_mirror_and_predict(x)
         if x.ndim == 5:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with cpu_autocast(self.device):
             return super()._internal_maybe_mirror_and_predict(x).float()
 
     def _body_region(self, data: torch.Tensor) -> np.ndarray | None:
@@ -68,8 +68,7 @@ class FastPathPredictor(nnUNetPredictor):
         hu = self._hounsfield(data)
         if hu is None:
             return None
-        spacing_xyz = list(self.configuration_manager.spacing)[::-1]
-        box = body_box_of_array(hu, spacing_xyz)
+        box = body_box(hu, list(self.configuration_manager.spacing)[::-1])
         if box is None:
             return None
         keep = np.zeros((1, *hu.shape), bool)
@@ -91,11 +90,3 @@ class FastPathPredictor(nnUNetPredictor):
             return None
         return x * props["std"] + props["mean"]
 
-
-def body_box_of_array(hu: np.ndarray, spacing_xyz) -> tuple[slice, slice, slice] | None:
-    """:func:`~nnunet_breast.volumes.body.body_box` of an HU array (any axis order; spacing in reversed order)."""
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(hu.astype(np.float32))
-    image.SetSpacing([float(s) for s in spacing_xyz])
-    return body_box(image)

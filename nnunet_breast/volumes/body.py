@@ -8,7 +8,6 @@ with the couch, as with the paper's largest-component rule.
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
 from nnunet_breast.volumes.components import label_components
@@ -39,6 +38,8 @@ def body_mask(hu: np.ndarray, spacing_xyz, air_hu: float = -150.0, radius_mm: fl
 def air_outside_body(image, air_hu: float = -1000.0):
     """(CT with HU outside the body set to air, body mask): the clip paper's removal of air and couch,
     applied alike to training data (``convert clips``) and to new CTs (``predict-clips``)."""
+    import SimpleITK as sitk
+
     hu = sitk.GetArrayFromImage(image).astype(np.float32)
     body = body_mask(hu, image.GetSpacing())
     out = sitk.GetImageFromArray(np.where(body, hu, np.float32(air_hu)))
@@ -52,12 +53,13 @@ BODY_MARGIN_MM = 20.0
 Box = tuple[slice, slice, slice]          # [z, y, x] slices of the whole grid
 
 
-def body_box(image: sitk.Image, margin_mm: float = BODY_MARGIN_MM) -> Box | None:
-    """[z, y, x] slices of ``image``'s body bounding box grown by ``margin_mm``; None when no body is found."""
-    body = body_mask(sitk.GetArrayFromImage(image).astype(np.float32), image.GetSpacing())
+def body_box(hu: np.ndarray, spacing_xyz, margin_mm: float = BODY_MARGIN_MM) -> Box | None:
+    """Slices of the body's bounding box in an HU array (``spacing_xyz`` in SimpleITK order, as
+    :func:`body_mask`; any axis order) grown by ``margin_mm``; None when no body is found."""
+    body = body_mask(hu, spacing_xyz)
     if not body.any():
         return None
-    spacing_zyx = np.array(image.GetSpacing()[::-1])
+    spacing_zyx = np.array(spacing_xyz[::-1], float)
     pad = np.ceil(margin_mm / spacing_zyx).astype(int)
     nonzero = [np.flatnonzero(body.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
     return tuple(slice(max(0, int(idx[0] - p)), min(int(n), int(idx[-1] + 1 + p)))
