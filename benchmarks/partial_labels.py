@@ -22,13 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from steps import nnunet_work, run_step
 
 CONFIG = "3d_cpu_effnetb0"
 
@@ -45,18 +43,10 @@ def ctv_sides(names: list[str]) -> dict[str, list[str]]:
 
 
 def prepare(args, work: Path) -> None:
-    bindir = Path(sys.executable).parent
     npr = str(args.num_processes)
 
     def run(step: str, *cmd) -> None:
-        t0, log = time.perf_counter(), work / "logs" / f"{step}.log"
-        with open(log, "w") as f:
-            r = subprocess.run([shutil.which(cmd[0], path=str(bindir)) or cmd[0], *map(str, cmd[1:])], stdout=f,
-                               stderr=subprocess.STDOUT, check=False)
-        if r.returncode != 0:
-            print(f"FAILED ({r.returncode}): {' '.join(map(str, cmd))}; see {log}", flush=True)
-            raise SystemExit(1)
-        print(f"  {step}: {time.perf_counter() - t0:.0f} s", flush=True)
+        run_step(work, step, *cmd)
 
     cohorts = (("train", args.n_train, 0, "clinical"), ("test", args.n_test, args.test_seed, "full"))
     for kind, n, seed, labels in cohorts:
@@ -97,15 +87,7 @@ def main() -> int:
     ap.add_argument("--skip-prepare", action="store_true", help="reuse WORK's preprocessed dataset")
     ap.add_argument("-np", "--num-processes", type=int, default=2)
     args = ap.parse_args()
-    work = args.work.resolve()
-    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[var] = str(work / var)
-        Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
-    (work / "logs").mkdir(exist_ok=True)
-    os.environ.update(nnUNet_compile="false", nnUNet_def_n_proc=str(args.num_processes))
-    from nnunet_breast import env
-
-    os.environ["nnUNet_extTrainer"] = env.child_environ()["nnUNet_extTrainer"]
+    work = nnunet_work(args.work, args.num_processes)
     if not args.skip_prepare:
         prepare(args, work)
     sys.path.insert(0, str(Path(__file__).parent))

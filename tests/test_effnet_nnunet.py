@@ -62,7 +62,7 @@ def test_plan_refuses_without_stock_plans(run_cli, nnunet_dirs):
     assert r.returncode == 2 and "777" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_one_fold_find_best_and_predict(planned, tmp_path):
+def test_one_fold_find_best_and_predict(planned, tmp_path, monkeypatch):
     run = planned["run"]
     run("nnUNetv2_train", "501", planning.EFFNET_CONFIG, "0", "-tr", TRAINER, "-device", "cpu")
     results = planned["dirs"]["nnUNet_results"] / "Dataset501_BreastRT"
@@ -99,6 +99,21 @@ def test_one_fold_find_best_and_predict(planned, tmp_path):
     assert set(masks) == set(enc.structures) and len(masks) == 20
     assert masks["Heart"].shape == case.hu.shape
     assert (out / "new.nii.gz").is_file()
+
+    # `predict` runs the breast model in its own process: nnU-Net's probabilities without the file route
+    from nnunet_breast.inference.predictor import ModelRef, make_predictor, predict_probabilities
+
+    for k, v in planned["environ"].items():
+        if k.startswith("nnUNet_"):
+            monkeypatch.setenv(k, v)
+    predictor = make_predictor(ModelRef(501, TRAINER, planning.EFFNET_CONFIG, folds=(0,)), "cpu", fast_path=False)
+    in_process = predict_probabilities(predictor, sitk.ReadImage(str(inp / "new_0000.nii.gz")))
+    assert in_process.shape == probs.shape
+    # nnU-Net sums the patches' logits in fp16 and the two processes run different thread counts: a logit may
+    # round one fp16 step apart (a probability step of up to ~1e-3), never more
+    np.testing.assert_allclose(in_process, probs, atol=5e-3)
+    decoded = enc.decode_regions(in_process)
+    assert max(np.mean(decoded[n] != masks[n]) for n in masks) < 1e-3
 
 
 def test_paper_preset_preprocesses_and_trains_with_the_paper_recipe(planned, monkeypatch):

@@ -90,8 +90,10 @@ def add_predictor(p):
     g.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth")
     g.add_argument("-device", "--device", choices=("cuda", "cpu"), help="default: cuda when available")
     g.add_argument("--disable_tta", action="store_true", help="no test-time mirroring (faster)")
-    g.add_argument("-npp", type=int, default=1, help="nnU-Net preprocessing processes")
-    g.add_argument("-nps", type=int, default=1, help="nnU-Net export processes")
+    g.add_argument("-npp", type=int, default=1,
+                   help="nnU-Net preprocessing processes of the clip models (1; the breast model predicts one CT at a "
+                        "time in this process)")
+    g.add_argument("-nps", type=int, default=1, help="nnU-Net export processes of the clip models (1)")
     g.add_argument("--no-fast-path", action="store_true",
                    help="nnU-Net's predictor unchanged: every patch, fp32 (default: only the patches of nnU-Net's tiling "
                         "that meet the body's bounding box + 20 mm, in bf16 on CPUs that compute bf16 natively)")

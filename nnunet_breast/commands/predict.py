@@ -63,7 +63,7 @@ def build_options(args):
                                    fast_path=not args.no_fast_path)
     return PredictOptions(args.model, breast, clips, device, not args.disable_tta, args.min_island_cc, args.margin_mm,
                           args.outlier_mm or None, not args.no_rtstruct, not args.no_preview, args.num_parts,
-                          args.part_id, args.overwrite, not args.no_spacing_check, args.npp, args.nps,
+                          args.part_id, args.overwrite, not args.no_spacing_check,
                           seg=args.seg, rtstruct_settings=options.rtstruct_settings(args),
                           fast_path=not args.no_fast_path)
 

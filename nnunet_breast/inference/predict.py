@@ -41,7 +41,7 @@ from nnunet_breast.dicom.rtstruct_export import RTStructSettings
 from nnunet_breast.dicom.rtstruct_merge import match_structure_sets, structure_set_for
 from nnunet_breast.errors import UserError
 from nnunet_breast.inference.inputs import InputCT, InputError, check_output_outside, list_inputs, read_input
-from nnunet_breast.inference.predictor import ModelRef, make_predictor, predict_files
+from nnunet_breast.inference.predictor import ModelRef, make_predictor, predict_probabilities
 from nnunet_breast.structures.regions import OverlapEncoding
 from nnunet_breast.util.files import atomic_write_csv, atomic_write_text
 from nnunet_breast.util.workdir import locked, private_work_folder
@@ -69,8 +69,6 @@ class PredictOptions:
     part_id: int = 0
     overwrite: bool = False
     check_spacing: bool = True
-    num_processes_preprocessing: int = 1
-    num_processes_export: int = 1
     seg: bool = False                      # also SEG.<case>.dcm (DICOM inputs only)
     rtstruct_settings: RTStructSettings | None = None   # label, series description, name map, add_to, on_clash
     fast_path: bool = True                 # body box + bf16 on capable CPUs (inference/fast_path.py)
@@ -141,7 +139,7 @@ def predict(input_path: Path, out_dir: Path, opts: PredictOptions, progress: boo
         for c in todo:
             check_spacing(c.image, opts.breast, c.case_id)
     with private_work_folder(out_dir) as work:
-        breast_masks = _predict_breast(todo, work, opts) if opts.model in ("breast", "both") else {}
+        breast_masks = _predict_breast(todo, opts) if opts.model in ("breast", "both") else {}
         clip_preds = {}
         if opts.model in ("clips", "both") and todo:
             preds, _ = clip_predictions(todo, work / "clips", opts.clips, progress=progress)
@@ -183,24 +181,17 @@ def _seg_parameters(opts: PredictOptions, masks: dict[str, np.ndarray]) -> dict[
     return {n: clips if n == "Clips" else breast for n in masks} | {PROPOSAL_NAME: clips}
 
 
-def _predict_breast(cases: list[InputCT], work: Path, opts: PredictOptions) -> dict[str, dict[str, np.ndarray]]:
+def _predict_breast(cases: list[InputCT], opts: PredictOptions) -> dict[str, dict[str, np.ndarray]]:
     if not cases:
         return {}
     info = json.loads((opts.breast.folder() / "dataset.json").read_text()).get("nnunet_breast", {})
     if "encoding" not in info:
         raise UserError(f"{opts.breast.folder()} was not trained on a dataset from `nnunet-breast convert breast`")
     encoding = OverlapEncoding.from_json(info["encoding"])
-    (work / "ct").mkdir(exist_ok=True)
-    for c in cases:
-        sitk.WriteImage(c.lps(), str(work / "ct" / f"{c.case_id}_0000.nii.gz"))      # the layout models learnt
     predictor = make_predictor(opts.breast, opts.device, use_mirroring=opts.use_mirroring, fast_path=opts.fast_path)
-    predict_files(predictor, [[work / "ct" / f"{c.case_id}_0000.nii.gz"] for c in cases],
-                  [work / "breast" / c.case_id for c in cases], save_probabilities=True,
-                  num_processes_preprocessing=opts.num_processes_preprocessing,
-                  num_processes_export=opts.num_processes_export)
     out = {}
     for c in cases:
-        regions = encoding.decode_regions(np.load(work / "breast" / f"{c.case_id}.npz")["probabilities"])
+        regions = encoding.decode_regions(predict_probabilities(predictor, c.lps()))    # the layout models learnt
         out[c.case_id] = {name: np.ascontiguousarray(c.from_lps(m)) for name, m in regions.items()}   # CT grid
     return out
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from nnunet_breast.clips import CLIP_MODEL_DEFAULTS
 from nnunet_breast.env import extended_ext_trainer, model_dir
 from nnunet_breast.errors import UserError
@@ -120,3 +122,18 @@ def predict_files(predictor, inputs: Sequence[Sequence[Path]], outputs: Sequence
                                  save_probabilities=save_probabilities, overwrite=True,
                                  num_processes_preprocessing=num_processes_preprocessing,
                                  num_processes_segmentation_export=num_processes_export)
+
+
+def predict_probabilities(predictor, image) -> np.ndarray:
+    """One CT (SimpleITK image in the layout the model learnt) -> nnU-Net's probabilities [c, z, y, x] on its grid.
+
+    In this process, through ``nnUNetPredictor.predict_single_npy_array`` (nnU-Net's preprocessing, sliding window
+    and export, the array read as nnU-Net's ``SimpleITKIO`` reads a file): the file route would write a planning
+    CT's 20 probability maps, gigabytes, compressed to disk and read them back.
+    """
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)[None]
+    _, probabilities = predictor.predict_single_npy_array(array, {"spacing": list(image.GetSpacing())[::-1]},
+                                                          None, None, True)
+    return probabilities
