@@ -4,8 +4,8 @@ Nothing here re-implements inference: a :class:`ModelRef` names a results folder
 ``nnUNetv2_predict`` does (dataset, trainer, plans, configuration, folds, checkpoint) and
 :func:`predict_files` hands files to ``nnUNetPredictor.predict_from_files``, with nnU-Net's own
 preprocessing/export worker processes; :func:`predict_probabilities` hands one in-memory CT to
-``predict_single_npy_array`` and keeps the probabilities in memory. Our trainer classes are found through ``nnUNet_extTrainer``,
-set here for the process (``nnunet_breast.env``), so the user needs no extra step.
+``predict_single_npy_array`` and keeps the probabilities in memory. Our trainer classes are found through
+``nnUNet_extTrainer``, set here for the process (``nnunet_breast.env``), so the user needs no extra step.
 """
 from __future__ import annotations
 
