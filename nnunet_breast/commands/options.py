@@ -95,6 +95,6 @@ def add_predictor(p):
                         "time in this process)")
     g.add_argument("-nps", type=int, default=1, help="nnU-Net export processes of the clip models (1)")
     g.add_argument("--no-fast-path", action="store_true",
-                   help="nnU-Net's predictor unchanged: every patch, fp32 (default: only the patches of nnU-Net's tiling "
-                        "that meet the body's bounding box + 20 mm, in bf16 on CPUs that compute bf16 natively)")
+                   help="nnU-Net's predictor unchanged: every patch, fp32 (default: only the patches of nnU-Net's "
+                        "tiling that meet the body's bounding box + 20 mm, in bf16 on CPUs that compute bf16 natively)")
     return g
