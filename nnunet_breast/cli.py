@@ -24,6 +24,8 @@ COMMANDS = {
     "cascade": "cascade",
     "predict-clips": "predict_clips",
     "predict": "predict",
+    "export-model": "export_model",
+    "install-model": "install_model",
 }
 
 
