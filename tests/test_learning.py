@@ -174,3 +174,24 @@ def test_fast_path_skips_the_air_and_bf16_costs_at_most_half_a_dsc_point(trained
     if "bf16" not in dsc:
         pytest.skip("this CPU has no native bf16 (AMX / AVX512-BF16): the fast path runs in fp32 here")
     assert all(abs(dsc["bf16"][n] - dsc["fp32"][n]) <= 0.005 for n in dsc["fp32"]), dsc
+
+
+def test_a_shared_model_predicts_the_same_masks_at_another_site(trained, wide_case, tmp_path, run_cli):
+    """export-model -> install-model into empty nnU-Net folders -> predict: the masks the original model gave."""
+    model_zip = tmp_path / "model.zip"
+    r = run_cli(["nnunet-breast", "export-model", "-d", "601", "-tr", TRAINER, "-c", CONFIG, "-f", "0",
+                 "-o", model_zip], env=trained["environ"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    site = {var: tmp_path / "site" / var for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for folder in site.values():
+        folder.mkdir(parents=True)
+    env = dict(trained["environ"], **{k: str(v) for k, v in site.items()}, nnUNet_breast_cpu_bf16="0")
+    r = run_cli(["nnunet-breast", "install-model", model_zip], env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli(["nnunet-breast", "predict", "-i", wide_case["file"].parent, "-o", tmp_path / "pred", "--model",
+                 "breast", "-d", "601", "-tr", TRAINER, "-c", CONFIG, "-f", "0", "-device", "cpu", "--no-preview"],
+                env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for name in wide_case["structures"]:
+        np.testing.assert_array_equal(_mask(tmp_path / "pred" / wide_case["case"] / "masks", name),
+                                      _mask(wide_case["out"]["fast_fp32"], name), err_msg=name)
