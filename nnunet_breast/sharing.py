@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from nnunet_breast import __version__
-from nnunet_breast.env import extended_ext_trainer, model_dir, nnunet_folder
+from nnunet_breast.env import extended_ext_trainer, nnunet_folder
 from nnunet_breast.errors import UserError
 
 MANIFEST = "nnunet_breast_model.json"
@@ -38,13 +38,13 @@ def _compatible(version: str) -> bool:
 def export_model(dataset_id: int, trainer: str, configuration: str, out_zip: Path, plans: str = "nnUNetPlans",
                  folds=(0, 1, 2, 3, 4), checkpoint: str = "checkpoint_final.pth", license: str = "unspecified") -> dict:
     """nnU-Net's model zip of one trained model + our manifest; returns the manifest."""
-    import nnunetv2
+    from importlib.metadata import version
+
     from nnunetv2.model_sharing.model_export import export_pretrained_model
 
-    folder = model_dir(dataset_id, trainer, plans, configuration)
-    missing = [f for f in folds if not (folder / f"fold_{f}" / checkpoint).is_file()]
-    if missing:
-        raise UserError(f"{folder}: no {checkpoint} for fold(s) {missing}")
+    from nnunet_breast.inference.predictor import ModelRef
+
+    folder = ModelRef(dataset_id, trainer, configuration, plans, tuple(folds), checkpoint).trained_folder()
     out_zip = Path(out_zip)
     if out_zip.exists():
         raise UserError(f"{out_zip} exists; give a new file name")
@@ -59,7 +59,7 @@ def export_model(dataset_id: int, trainer: str, configuration: str, out_zip: Pat
     with zipfile.ZipFile(partial, "a", zipfile.ZIP_DEFLATED) as z:
         files = {name: _sha256(z.read(name)) for name in z.namelist()}
         manifest = {"format": FORMAT, "package": "nnunet_breast", "package_version": __version__,
-                    "nnunetv2_version": getattr(nnunetv2, "__version__", _dist_version("nnunetv2")),
+                    "nnunetv2_version": version("nnunetv2"),
                     "dataset": folder.parent.name, "model": f"{folder.parent.name}/{folder.name}",
                     "trainer": trainer, "plans": plans, "configuration": configuration, "folds": list(folds),
                     "checkpoint": checkpoint, "encoding": dataset.get("nnunet_breast", {}).get("encoding"),
@@ -67,12 +67,6 @@ def export_model(dataset_id: int, trainer: str, configuration: str, out_zip: Pat
         z.writestr(f"{folder.parent.name}/{folder.name}/{MANIFEST}", json.dumps(manifest, indent=1))
     os.replace(partial, out_zip)
     return manifest
-
-
-def _dist_version(name: str) -> str:
-    from importlib.metadata import version
-
-    return version(name)
 
 
 def read_manifest(z: zipfile.ZipFile, zip_path: Path) -> dict:

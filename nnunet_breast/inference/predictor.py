@@ -33,6 +33,17 @@ class ModelRef:
     def folder(self) -> Path:
         return model_dir(self.dataset_id, self.trainer, self.plans, self.configuration)
 
+    def trained_folder(self) -> Path:
+        """:meth:`folder`, with a checkpoint in every fold named (any fold when none is); UserError otherwise."""
+        folder = self.folder()
+        if self.folds is not None:
+            missing = [f for f in self.folds if not (folder / f"fold_{f}" / self.checkpoint).is_file()]
+            if missing:
+                raise UserError(f"{folder}: no {self.checkpoint} for fold(s) {missing}")
+        elif not any(folder.glob(f"fold_*/{self.checkpoint}")):
+            raise UserError(f"{folder}: no fold has {self.checkpoint}; train the model first")
+        return folder
+
     def describe(self) -> dict:
         return {"dataset_id": self.dataset_id, "trainer": self.trainer, "plans": self.plans,
                 "configuration": self.configuration, "folds": list(self.folds) if self.folds else "all available",
@@ -89,14 +100,7 @@ def make_predictor(ref: ModelRef, device: str = "cpu", tile_step_size: float = 0
     from nnunet_breast.inference.fast_path import FastPathPredictor
 
     os.environ["nnUNet_extTrainer"] = extended_ext_trainer()
-    folder = ref.folder()
-    folds = ref.folds
-    if folds is not None:
-        missing = [f for f in folds if not (folder / f"fold_{f}" / ref.checkpoint).is_file()]
-        if missing:
-            raise UserError(f"{folder}: no {ref.checkpoint} for fold(s) {missing}")
-    elif not any(folder.glob(f"fold_*/{ref.checkpoint}")):
-        raise UserError(f"{folder}: no fold has {ref.checkpoint}; train the model first")
+    folder = ref.trained_folder()
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("-device cuda requested but no CUDA GPU is visible; use -device cpu")
     if device == "cpu":
@@ -105,7 +109,7 @@ def make_predictor(ref: ModelRef, device: str = "cpu", tile_step_size: float = 0
     predictor = predictor_class(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
                                 perform_everything_on_device=device == "cuda", device=torch.device(device),
                                 verbose=verbose, verbose_preprocessing=False, allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(folder), folds, ref.checkpoint)
+    predictor.initialize_from_trained_model_folder(str(folder), ref.folds, ref.checkpoint)
     return predictor
 
 
