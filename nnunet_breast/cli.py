@@ -26,6 +26,8 @@ COMMANDS = {
     "predict": "predict",
     "export-model": "export_model",
     "install-model": "install_model",
+    "serve": "serve",
+    "watch": "watch",
 }
 
 

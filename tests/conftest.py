@@ -129,6 +129,12 @@ def breast_patient(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def console_scripts():
+    """:func:`console_script` for test modules: console_scripts("nnunet-breast") -> its path."""
+    return console_script
+
+
+@pytest.fixture(scope="session")
 def nnunet_sandbox_factory():
     """:func:`nnunet_sandbox` for test modules (importlib mode cannot import conftest)."""
     return nnunet_sandbox

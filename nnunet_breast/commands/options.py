@@ -6,7 +6,7 @@
   --stage2-id ID [--stage2-tr T] [--stage2-c C] [--stage2-f F ...] [--threshold-hu HU] [--min-clip-mm3 V]
 
 and nnU-Net's predictor options as nnUNetv2_predict spells them (-p, -chk, -device, --disable_tta, -npp, -nps) and
---no-fast-path.
+--no-fast-path. ``predict``, ``serve`` and ``watch`` share every prediction option (:func:`add_prediction`).
 Defaults of the clip models: :data:`nnunet_breast.clips.CLIP_MODEL_DEFAULTS`, filled in by
 :func:`nnunet_breast.inference.predictor.clip_model_refs`.
 """
@@ -98,3 +98,49 @@ def add_predictor(p):
                    help="nnU-Net's predictor unchanged: every patch, fp32 (default: only the patches of nnU-Net's "
                         "tiling that meet the body's bounding box + 20 mm, in bf16 on CPUs that compute bf16 natively)")
     return g
+
+
+def add_prediction(p):
+    """What to predict and how (``predict``, and ``serve`` / ``watch``, which predict each case as it does); read it
+    back with :func:`predict_options`."""
+    p.add_argument("--model", choices=("breast", "clips", "both"), default="breast")
+    b = p.add_argument_group("breast model")
+    b.add_argument("-d", "--dataset-id", type=int, help="breast dataset the model was trained on")
+    b.add_argument("-tr", "--trainer", default="nnUNetTrainerEffNetB0")
+    b.add_argument("-c", "--configuration", default="3d_fullres_effnetb0")
+    b.add_argument("-f", "--folds", nargs="+", help="folds to ensemble (default: all trained folds)")
+    add_clip_model(p)
+    t = p.add_argument_group("tumour-bed proposal")
+    t.add_argument("--margin-mm", type=float, default=10.0, help="margin around the clips' convex hull (10)")
+    t.add_argument("--outlier-mm", type=float, default=40.0,
+                   help="leave out clips this far from the others' median (40; 0 keeps all)")
+    add_predictor(p)
+    add_tps_export(p)
+    p.add_argument("--min-island-cc", type=float, default=0.1,
+                   help="drop structure parts smaller than this (cc; 0.1); the largest part is always kept")
+    p.add_argument("--no-rtstruct", action="store_true")
+    p.add_argument("--no-preview", action="store_true")
+    p.add_argument("--no-spacing-check", action="store_true", help="predict even on voxel sizes unlike training")
+
+
+def predict_options(args):
+    """The prediction options as :class:`nnunet_breast.inference.predict.PredictOptions`."""
+    from nnunet_breast.clips.predict import ClipPredictOptions
+    from nnunet_breast.inference.predict import PredictOptions
+    from nnunet_breast.inference.predictor import ModelRef, clip_model_refs, default_device, folds_arg
+
+    device = args.device or default_device()
+    breast = clips = None
+    if args.model in ("breast", "both") and args.dataset_id is not None:
+        breast = ModelRef(args.dataset_id, args.trainer, args.configuration, args.plans, folds_arg(args.folds),
+                          args.checkpoint)
+    if args.model in ("clips", "both"):
+        stage1, stage2 = clip_model_refs(**clip_model_kwargs(args))
+        clips = ClipPredictOptions(args.clips_method, stage1, stage2, device, not args.disable_tta,
+                                   threshold_hu=args.threshold_hu, num_processes_preprocessing=args.npp,
+                                   num_processes_export=args.nps, min_clip_mm3=args.min_clip_mm3,
+                                   fast_path=not args.no_fast_path)
+    return PredictOptions(args.model, breast, clips, device, not args.disable_tta, args.min_island_cc, args.margin_mm,
+                          args.outlier_mm or None, not args.no_rtstruct, not args.no_preview,
+                          check_spacing=not args.no_spacing_check, seg=args.seg,
+                          rtstruct_settings=rtstruct_settings(args), fast_path=not args.no_fast_path)

@@ -105,7 +105,7 @@ def check_spacing(image: sitk.Image, model: ModelRef, case_id: str, factor: floa
                          f"Resample the CT or train on similar scans (--no-spacing-check to predict anyway)")
 
 
-def _validate(opts: PredictOptions) -> None:
+def validate_options(opts: PredictOptions) -> None:
     if opts.model not in MODELS:
         raise UserError(f"unknown model {opts.model!r}; choose from {MODELS}")
     if opts.model in ("breast", "both") and opts.breast is None:
@@ -122,7 +122,7 @@ def _validate(opts: PredictOptions) -> None:
 
 def predict(input_path: Path, out_dir: Path, opts: PredictOptions, progress: bool = True) -> list[CaseResult]:
     """Predict every CT under ``input_path`` (this part of them) into ``out_dir`` (see the module docstring)."""
-    _validate(opts)
+    validate_options(opts)
     out_dir = Path(out_dir)
     check_output_outside(input_path, out_dir)
     inputs = list_inputs(input_path)
