@@ -39,12 +39,14 @@ def test_predict_and_predict_clips_spell_the_clip_model_alike():
     argv = ["-i", "in", "-o", "out", "--clips-method", "cascade", "--clips-d", "502", "--clips-tr", "T1",
             "--clips-c", "C1", "--clips-f", "0", "1", "--stage2-id", "503", "--stage2-tr", "T2", "--stage2-c", "C2",
             "--stage2-f", "all", "--threshold-hu", "1200", "--min-clip-mm3", "4", "-p", "P", "-chk",
-            "checkpoint_best.pth", "-device", "cpu", "--disable_tta", "-npp", "2", "-nps", "3"]
+            "checkpoint_best.pth", "-device", "cpu", "--disable_tta", "-npp", "2", "-nps", "3", "-step_size", "0.75"]
     a = _subparser("predict").parse_args(argv + ["--model", "clips"])
     b = _subparser("predict-clips").parse_args(argv)
     assert options.clip_model_kwargs(a) == options.clip_model_kwargs(b)
-    for key in ("threshold_hu", "min_clip_mm3", "device", "disable_tta", "npp", "nps"):
+    for key in ("threshold_hu", "min_clip_mm3", "device", "disable_tta", "npp", "nps", "step_size"):
         assert getattr(a, key) == getattr(b, key), key
+    opts = options.predict_options(a)                 # predict, serve and watch: the breast and the clip models
+    assert opts.tile_step_size == opts.clips.tile_step_size == 0.75
     stage1, stage2 = clip_model_refs(**options.clip_model_kwargs(b))
     assert stage1 == ModelRef(502, "T1", "C1", "P", (0, 1), "checkpoint_best.pth")
     assert stage2 == ModelRef(503, "T2", "C2", "P", ("all",), "checkpoint_best.pth")
@@ -81,3 +83,9 @@ def test_user_error_is_one_line_exit_2_and_bugs_keep_their_traceback(tmp_path, c
     monkeypatch.setattr("nnunet_breast.commands.synth.run", bug)
     with pytest.raises(ValueError, match="a bug"):
         cli.main(["synth", "--cohort", "breast", "--n", "1", "--out", str(tmp_path / "s")])
+
+
+def test_a_sliding_window_step_outside_0_1_is_refused(tmp_path, capsys):
+    code = cli.main(["predict", "-i", str(tmp_path), "-o", str(tmp_path / "o"), "--model", "clips",
+                     "--clips-method", "threshold", "-step_size", "1.5"])
+    assert code == 2 and "-step_size" in capsys.readouterr().err

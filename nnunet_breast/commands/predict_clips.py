@@ -24,7 +24,6 @@ def add_arguments(p):
     options.add_input_output(p)
     options.add_clip_model(p)
     options.add_predictor(p)
-    p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step (nnU-Net's 0.5)")
     p.add_argument("--side", choices=("L", "R"), help="treated side, used only when stage 1 finds no clip")
     p.add_argument("--keep-work", action="store_true", help="keep intermediate files in OUT/.work")
 

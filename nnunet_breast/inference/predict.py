@@ -72,6 +72,7 @@ class PredictOptions:
     seg: bool = False                      # also SEG.<case>.dcm (DICOM inputs only)
     rtstruct_settings: RTStructSettings | None = None   # label, series description, name map, add_to, on_clash
     fast_path: bool = True                 # body box + bf16 on capable CPUs (inference/fast_path.py)
+    tile_step_size: float = 0.5            # nnU-Net's sliding-window step, a fraction of the patch
 
 
 @dataclass
@@ -114,6 +115,8 @@ def validate_options(opts: PredictOptions) -> None:
         raise UserError("the clip model needs its options (--clips-d ...)")
     if not 0 <= opts.part_id < opts.num_parts:
         raise UserError(f"-part_id must be in 0..{opts.num_parts - 1}")
+    if not 0 < opts.tile_step_size <= 1:
+        raise UserError(f"-step_size must be in (0, 1], got {opts.tile_step_size}")
     if not opts.margin_mm >= 0:
         raise UserError(f"--margin-mm must be >= 0, got {opts.margin_mm}")
     if opts.outlier_mm is not None and not opts.outlier_mm > 0:
@@ -188,7 +191,8 @@ def _predict_breast(cases: list[InputCT], opts: PredictOptions) -> dict[str, dic
     if "encoding" not in info:
         raise UserError(f"{opts.breast.folder()} was not trained on a dataset from `nnunet-breast convert breast`")
     encoding = OverlapEncoding.from_json(info["encoding"])
-    predictor = make_predictor(opts.breast, opts.device, use_mirroring=opts.use_mirroring, fast_path=opts.fast_path)
+    predictor = make_predictor(opts.breast, opts.device, opts.tile_step_size, opts.use_mirroring,
+                               fast_path=opts.fast_path)
     out = {}
     for c in cases:
         regions = encoding.decode_regions(predict_probabilities(predictor, c.lps()))    # the layout models learnt
