@@ -15,6 +15,10 @@ is not. The clip cohort's record is complete (``["Clips"]`` for every case: no c
 record covers exactly the cases in ``labelsTr``; nnU-Net copies dataset.json into the preprocessed folder,
 where the breast trainers read it (``trainers/partial_labels.py``).
 
+Volumes: ``cohort.csv`` has a ``<Structure>_cc`` column per structure and ``dataset.json`` the cohort's range
+(``"nnunet_breast": {"volume_cc": ...}``), which ``predict``'s QA report compares predictions with
+(:mod:`nnunet_breast.dataset_conversion.volumes`).
+
 Orientation: any patient position converts (head- or feet-first, supine, prone, decubitus, any axial storage
 order); images and labels are written with their voxels in the LPS layout (the identity direction, as a
 head-first supine CT; :func:`nnunet_breast.volumes.orientation.to_lps`: no resampling, every voxel keeps its
@@ -37,6 +41,8 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from nnunet_breast.dataset_conversion.cases import CaseError, SourceCase, load_case, nifti_sources, treated_side
+from nnunet_breast.dataset_conversion.volumes import (case_volumes, fill_volumes_from_labels, volume_columns,
+                                                      volume_ranges, volumes_missing)
 from nnunet_breast.errors import UserError
 from nnunet_breast.structures import catalog
 from nnunet_breast.structures.regions import OverlapEncoding, build_encoding, merge_encodings
@@ -158,6 +164,7 @@ def _convert_one(src: SourceCase, opts: ConvertOptions, staging: Path) -> dict:
     combos = {tuple(wanted[i] for i in range(len(wanted)) if v >> i & 1) for v in np.unique(bits) if v}
     meta = dict(case.meta)
     annotated = set(case.annotated)
+    meta.update(case_volumes(case.masks, annotated, image.GetSpacing(), wanted))
     meta.update({
         "case_id": cid, "source": meta.pop("rtstruct") or str(src.image), "contrast": int(bool(meta["contrast_agent"])),
         "side": treated_side(case.masks, image, opts.cohort, body, meta.pop("dose_side")),
@@ -212,8 +219,15 @@ def convert(opts: ConvertOptions, progress: bool = True) -> Report:
             rows[cid] = _apply_overrides(r["meta"], opts.metadata)
             report.cases[cid].update(status="converted")
         rows = _rows_on_disk(rows, labels, report)
-        _write_dataset_json(target, opts.cohort, encoding, annotation_record(rows, wanted, opts.cohort))
-        atomic_write_csv(target / "cohort.csv", COHORT_COLUMNS, [rows[c] for c in sorted(rows)])
+        old = volumes_missing(rows, wanted)
+        fill_volumes_from_labels(rows, annotation_record(old, wanted, opts.cohort), wanted, labels, encoding)
+        if old:
+            report.decisions.append(f"{len(old)} case(s) from a cohort.csv without volume columns: volumes read "
+                                    f"from their labels")
+        _write_dataset_json(target, opts.cohort, encoding, annotation_record(rows, wanted, opts.cohort),
+                            volume_ranges(rows, wanted))
+        atomic_write_csv(target / "cohort.csv", COHORT_COLUMNS + volume_columns(wanted),
+                         [rows[c] for c in sorted(rows)])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _write_report(report, results, opts.cohort)
@@ -333,13 +347,15 @@ def _apply_overrides(meta: dict, overrides: dict[str, dict[str, str]]) -> dict:
     return meta
 
 
-def _write_dataset_json(target: Path, cohort: str, encoding: OverlapEncoding, annotated: dict[str, list[str]]) -> None:
+def _write_dataset_json(target: Path, cohort: str, encoding: OverlapEncoding, annotated: dict[str, list[str]],
+                        volume_cc: dict[str, dict]) -> None:
     # clips: raw HU ('noNorm') so the clip networks' input layer can threshold HU >= 300 (trainers/clips.py)
     channel = "noNorm" if cohort == "clips" else "CT"
     ds = {"channel_names": {"0": channel}, "labels": encoding.dataset_json_labels(), "numTraining": len(annotated),
           "file_ending": ".nii.gz", "name": target.name.split("_", 1)[1],
           "description": f"nnunet_breast {cohort} cohort converted from DICOM-RT",
-          "nnunet_breast": {"cohort": cohort, "encoding": encoding.to_json(), "annotated": annotated}}
+          "nnunet_breast": {"cohort": cohort, "encoding": encoding.to_json(), "annotated": annotated,
+                            "volume_cc": volume_cc}}
     if any(len(c) > 1 for c in encoding.combos):
         ds["regions_class_order"] = encoding.regions_class_order()
     atomic_write_text(target / "dataset.json", json.dumps(ds, indent=2))

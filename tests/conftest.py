@@ -182,6 +182,8 @@ def assert_stock_nnunet_builds_our_configurations(preprocessed_dataset: Path) ->
                 out = net(torch.zeros((1, n_in, *cm.patch_size)))
             assert tuple(out[0].shape) == (1, n_out, *cm.patch_size), name
             assert torch.isfinite(out[0]).all(), name
+            export = cm.resampling_fn_probabilities          # nnU-Net resolves our export resampling by name
+            assert getattr(export, "func", export).__name__ == "resample_torch_fornnunet", name
             built.append(name)
     return built
 

@@ -65,7 +65,7 @@ def test_watch_folder_predicts_each_settled_series_once_and_never_touches_the_in
         assert _states(node.root) == dict(_states(node.root), done=2, queued=0, quarantine=0, failed=0)
         assert before == {k: v for k, v in _snapshot(tps_export).items() if not k.startswith("b")}
         rs = list((node.root / "jobs" / "done").glob("*/result/*/RS.*.dcm"))
-        assert len(rs) == 2
+        assert len(rs) == 2 and all((r.parent / "qa_report.html").is_file() for r in rs)
         ct = next(tps_export.glob("a/CT.*.dcm"))
         series = {pydicom.dcmread(r).ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
                   .RTReferencedSeriesSequence[0].SeriesInstanceUID for r in rs}

@@ -195,3 +195,27 @@ def test_a_shared_model_predicts_the_same_masks_at_another_site(trained, wide_ca
     for name in wide_case["structures"]:
         np.testing.assert_array_equal(_mask(tmp_path / "pred" / wide_case["case"] / "masks", name),
                                       _mask(wide_case["out"]["fast_fp32"], name), err_msg=name)
+    # the QA page: every structure, the cohort's volume range travelled with the model, the installed weights' hash
+    import hashlib
+
+    page = (tmp_path / "pred" / wide_case["case"] / "qa_report.html").read_text()
+    for name in wide_case["structures"]:
+        assert f"{name}</td>" in page, name
+    heart_row = page.split("Heart</td>", 1)[1].split("</tr>", 1)[0]
+    assert "(n = " in heart_row and "no cohort range" not in heart_row
+    checkpoint = next(site["nnUNet_results"].glob(f"*/{TRAINER}__nnUNetPlans__{CONFIG}/fold_0/checkpoint_final.pth"))
+    assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() in page
+    assert "single fold / not computed" in heart_row
+    # an ensemble of two folds with the same weights: the same masks, and the folds agree exactly
+    import shutil
+
+    shutil.copytree(checkpoint.parent, checkpoint.parent.parent / "fold_1")
+    r = run_cli(["nnunet-breast", "predict", "-i", wide_case["file"].parent, "-o", tmp_path / "pred2", "--model",
+                 "breast", "-d", "601", "-tr", TRAINER, "-c", CONFIG, "-f", "0", "1", "-device", "cpu",
+                 "--no-preview"], env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for name in wide_case["structures"]:
+        np.testing.assert_array_equal(_mask(tmp_path / "pred2" / wide_case["case"] / "masks", name),
+                                      _mask(tmp_path / "pred" / wide_case["case"] / "masks", name), err_msg=name)
+    page = (tmp_path / "pred2" / wide_case["case"] / "qa_report.html").read_text()
+    assert "<td>1.000</td>" in page.split("Heart</td>", 1)[1].split("</tr>", 1)[0]

@@ -122,6 +122,7 @@ def add_prediction(p):
                    help="drop structure parts smaller than this (cc; 0.1); the largest part is always kept")
     p.add_argument("--no-rtstruct", action="store_true")
     p.add_argument("--no-preview", action="store_true")
+    p.add_argument("--no-qa-report", action="store_true", help="no qa_report.html per case")
     p.add_argument("--no-spacing-check", action="store_true", help="predict even on voxel sizes unlike training")
 
 
@@ -139,10 +140,12 @@ def predict_options(args):
     if args.model in ("clips", "both"):
         stage1, stage2 = clip_model_refs(**clip_model_kwargs(args))
         clips = ClipPredictOptions(args.clips_method, stage1, stage2, device, not args.disable_tta,
-                                   tile_step_size=args.step_size, threshold_hu=args.threshold_hu, num_processes_preprocessing=args.npp,
-                                   num_processes_export=args.nps, min_clip_mm3=args.min_clip_mm3,
+                                   tile_step_size=args.step_size, threshold_hu=args.threshold_hu,
+                                   num_processes_preprocessing=args.npp, num_processes_export=args.nps,
+                                   min_clip_mm3=args.min_clip_mm3,
                                    fast_path=not args.no_fast_path)
     return PredictOptions(args.model, breast, clips, device, not args.disable_tta, args.min_island_cc, args.margin_mm,
                           args.outlier_mm or None, not args.no_rtstruct, not args.no_preview,
                           check_spacing=not args.no_spacing_check, seg=args.seg, tile_step_size=args.step_size,
-                          rtstruct_settings=rtstruct_settings(args), fast_path=not args.no_fast_path)
+                          rtstruct_settings=rtstruct_settings(args), fast_path=not args.no_fast_path,
+                          qa_report=not args.no_qa_report)

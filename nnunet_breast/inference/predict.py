@@ -11,6 +11,8 @@ Per case ``OUT/<case>/``:
 * ``clips.json`` (clip model): one entry per clip (centroid in patient mm, volume, max HU), the ROI and
   the tumour-bed proposal's volume and the clips it excluded;
 * ``preview.png``: axial / coronal / sagittal overlays in the catalog colours.
+* ``qa_report.html``: one self-contained page for the physicist: the preview, volumes against the training
+  cohort's range, laterality, the clips, provenance (:mod:`nnunet_breast.inference.qa_report`).
 * ``SEG.<case>.dcm`` (``seg``, DICOM inputs only): a DICOM Segmentation of the CT, one segment per
   non-empty structure (:mod:`nnunet_breast.dicom.seg_export`). The RTSTRUCT follows the department's
   settings (``rtstruct_settings``: label, series description, name map, ``add_to`` a structure set of theirs).
@@ -30,6 +32,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +44,7 @@ from nnunet_breast.clips.predict import ClipPredictOptions, clip_predictions
 from nnunet_breast.dicom.rtstruct_export import RTStructSettings
 from nnunet_breast.dicom.rtstruct_merge import match_structure_sets, structure_set_for
 from nnunet_breast.errors import UserError
+from nnunet_breast.inference.ensemble import FoldVotes, fold_logits_hook
 from nnunet_breast.inference.inputs import InputCT, InputError, check_output_outside, list_inputs, read_input
 from nnunet_breast.inference.predictor import ModelRef, make_predictor, predict_probabilities
 from nnunet_breast.structures.regions import OverlapEncoding
@@ -73,6 +78,7 @@ class PredictOptions:
     rtstruct_settings: RTStructSettings | None = None   # label, series description, name map, add_to, on_clash
     fast_path: bool = True                 # body box + bf16 on capable CPUs (inference/fast_path.py)
     tile_step_size: float = 0.5            # nnU-Net's sliding-window step, a fraction of the patch
+    qa_report: bool = True                 # qa_report.html per case (inference/qa_report.py)
 
 
 @dataclass
@@ -141,15 +147,17 @@ def predict(input_path: Path, out_dir: Path, opts: PredictOptions, progress: boo
     if opts.check_spacing and opts.breast is not None and opts.model in ("breast", "both"):
         for c in todo:
             check_spacing(c.image, opts.breast, c.case_id)
+    started, provenance = time.time(), _provenance(opts) if opts.qa_report and todo else {}
     with private_work_folder(out_dir) as work:
-        breast_masks = _predict_breast(todo, opts) if opts.model in ("breast", "both") else {}
+        breast_masks, agreement = _predict_breast(todo, opts) if opts.model in ("breast", "both") else ({}, {})
         clip_preds = {}
         if opts.model in ("clips", "both") and todo:
             preds, _ = clip_predictions(todo, work / "clips", opts.clips, progress=progress)
             clip_preds = {p.case_id: p for p in preds}
         for c in todo:
             results.append(_write_case(c, out_dir, work / "cases" / c.case_id, breast_masks.get(c.case_id, {}),
-                                       clip_preds.get(c.case_id), opts))
+                                       clip_preds.get(c.case_id), opts, provenance, started,
+                                       agreement.get(c.case_id)))
     write_summary(out_dir)
     return results
 
@@ -184,20 +192,25 @@ def _seg_parameters(opts: PredictOptions, masks: dict[str, np.ndarray]) -> dict[
     return {n: clips if n == "Clips" else breast for n in masks} | {PROPOSAL_NAME: clips}
 
 
-def _predict_breast(cases: list[InputCT], opts: PredictOptions) -> dict[str, dict[str, np.ndarray]]:
+def _predict_breast(cases: list[InputCT], opts: PredictOptions) -> tuple[dict, dict]:
+    """Case -> structure masks on the CT grid; case -> the folds' agreement per structure (several folds)."""
     if not cases:
-        return {}
+        return {}, {}
     info = json.loads((opts.breast.folder() / "dataset.json").read_text()).get("nnunet_breast", {})
     if "encoding" not in info:
         raise UserError(f"{opts.breast.folder()} was not trained on a dataset from `nnunet-breast convert breast`")
     encoding = OverlapEncoding.from_json(info["encoding"])
     predictor = make_predictor(opts.breast, opts.device, opts.tile_step_size, opts.use_mirroring,
                                fast_path=opts.fast_path)
-    out = {}
+    out, agreement = {}, {}
     for c in cases:
-        regions = encoding.decode_regions(predict_probabilities(predictor, c.lps()))    # the layout models learnt
+        votes = FoldVotes(lambda logits: encoding.decode_regions(logits, threshold=0.0))    # logit 0 = p 0.5
+        with fold_logits_hook(predictor, votes.add) if opts.qa_report else nullcontext():
+            probabilities = predict_probabilities(predictor, c.lps())           # the layout models learnt
+        regions = encoding.decode_regions(probabilities)
         out[c.case_id] = {name: np.ascontiguousarray(c.from_lps(m)) for name, m in regions.items()}   # CT grid
-    return out
+        agreement[c.case_id] = votes.agreement()
+    return out, agreement
 
 
 def _proposal_region(masks: dict[str, np.ndarray], proposal_hull: np.ndarray | None, body: np.ndarray) -> np.ndarray:
@@ -212,8 +225,27 @@ def _proposal_region(masks: dict[str, np.ndarray], proposal_hull: np.ndarray | N
     return best if best is not None else body
 
 
+def _provenance(opts: PredictOptions) -> dict:
+    """What made this run's contours, for the QA report (checkpoint hashes read once per run)."""
+    from nnunet_breast.inference.qa_report import model_provenance
+
+    out = {"model": opts.model, "device": opts.device, "fast path": opts.fast_path,
+           "test-time mirroring": opts.use_mirroring, "sliding-window step": opts.tile_step_size,
+           "run started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    if opts.model in ("breast", "both"):
+        out["breast model"] = model_provenance(opts.breast)
+    if opts.model in ("clips", "both"):
+        out["clip method"] = opts.clips.method
+        for name, ref in (("clip model (stage 1 / single)", opts.clips.stage1), ("clip model (stage 2)",
+                                                                                  opts.clips.stage2)):
+            if ref is not None:
+                out[name] = model_provenance(ref)
+    return out
+
+
 def _write_case(case: InputCT, out_dir: Path, part: Path, breast: dict[str, np.ndarray], clips,
-                opts: PredictOptions) -> CaseResult:
+                opts: PredictOptions, provenance: dict | None = None, started: float | None = None,
+                fold_agreement: dict | None = None) -> CaseResult:
     from nnunet_breast.clips.tumour_bed import propose_tumour_bed
     from nnunet_breast.volumes.body import body_mask
 
@@ -267,6 +299,18 @@ def _write_case(case: InputCT, out_dir: Path, part: Path, breast: dict[str, np.n
         lps = case.lps()                            # drawn as radiologists view a head-first supine CT
         write_preview(sitk.GetArrayViewFromImage(lps), {n: case.to_lps(m) for n, m in {**masks, **proposals}.items()},
                       lps.GetSpacing()[::-1], part / "preview.png", title=cid)
+    if opts.qa_report:
+        from nnunet_breast.inference.qa_report import cohort_ranges, write_qa_report
+
+        info = dict(provenance or {})
+        if started is not None:
+            info["seconds from the run's start to this report"] = round(time.time() - started, 1)
+        write_qa_report(part / "qa_report.html", case_id=cid, image=img, masks={**masks, **proposals},
+                        preview_png=part / "preview.png" if opts.preview else None,
+                        clips=json.loads((part / "clips.json").read_text()) if clips is not None else None,
+                        cohort_ranges=cohort_ranges(opts.breast.folder()) if breast and opts.breast else None,
+                        side=opts.clips.side if opts.clips else None, provenance=info,
+                        fold_agreement=fold_agreement or None)
     row = {"case_id": cid, "status": "predicted", "rtstruct": result.rtstruct.name if result.rtstruct else "",
            "n_clips": "" if result.n_clips is None else result.n_clips,
            "tumour_bed_proposal_cc": "" if result.proposal_cc is None else result.proposal_cc,

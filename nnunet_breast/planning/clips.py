@@ -14,7 +14,7 @@ import numpy as np
 
 from nnunet_breast.errors import UserError
 from nnunet_breast.networks.plans import CLIP_INPUTS, clip_architecture
-from nnunet_breast.planning.common import read_plans, write_plans
+from nnunet_breast.planning.common import TORCH_EXPORT, read_plans, write_plans
 
 CLIP_LOCATION_CONFIG = "3d_clip_location"
 CLIP_FULLRES_CONFIG = "3d_clip_fullres"
@@ -47,7 +47,8 @@ def clip_configuration(base: dict, spacing_mm: float | Sequence[float], name: st
     config.update({"data_identifier": f"{plans_name}_{name}", "spacing": spacing,
                    "patch_size": [int(p) for p in patch_out], "batch_size": 2,
                    "median_image_size_in_voxels": [float(v) for v in median],
-                   "architecture": clip_architecture(strides, kernels, **(inputs or CLIP_INPUTS["location"]))})
+                   "architecture": clip_architecture(strides, kernels, **(inputs or CLIP_INPUTS["location"])),
+                   **TORCH_EXPORT})
     config.pop("inherits_from", None)
     return config
 

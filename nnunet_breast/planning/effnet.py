@@ -28,7 +28,7 @@ import numpy as np
 
 from nnunet_breast.errors import UserError
 from nnunet_breast.networks.plans import effnet_architecture, full_res_features
-from nnunet_breast.planning.common import read_plans, write_plans
+from nnunet_breast.planning.common import TORCH_EXPORT, read_plans, write_plans
 
 PAPER_PLANS = "nnUNetPlans_effnetb0paper"
 PAPER_CONFIG = "3d_effnetb0_paper"
@@ -76,7 +76,8 @@ def plan_effnetb0(dataset_id: int, gpu_memory_gb: float = 8.0, plans_name: str =
     strides = planned["architecture"]["arch_kwargs"]["strides"]
     kernels = planned["architecture"]["arch_kwargs"]["kernel_sizes"]
     config = {"inherits_from": "3d_fullres", "patch_size": [int(p) for p in planned["patch_size"]],
-              "batch_size": int(planned["batch_size"]), "architecture": effnet_architecture(strides, kernels)}
+              "batch_size": int(planned["batch_size"]), "architecture": effnet_architecture(strides, kernels),
+              **TORCH_EXPORT}
     plans["configurations"][EFFNET_CONFIG] = config
     write_plans(plans_file, plans)
     return config
@@ -99,7 +100,7 @@ def plan_paper(dataset_id: int, source_plans: str = "nnUNetPlans") -> dict:
     config.update({"data_identifier": f"{PAPER_PLANS}_{PAPER_CONFIG}", "spacing": spacing, "patch_size": patch,
                    "batch_size": 2, "normalization_schemes": ["CTNormalization"] * len(base["normalization_schemes"]),
                    "median_image_size_in_voxels": [float(round(v)) for v in median_mm / np.array(spacing)],
-                   "architecture": effnet_architecture(strides, kernels)})
+                   "architecture": effnet_architecture(strides, kernels), **TORCH_EXPORT})
     paper = copy.deepcopy(plans)
     paper["plans_name"] = PAPER_PLANS
     paper["configurations"] = {PAPER_CONFIG: config}
@@ -142,7 +143,8 @@ def plan_cpu(dataset_id: int, voxel_budget: int = CPU_PATCH_VOXELS, width: float
                    "patch_size": [int(p) for p in patch], "batch_size": 2,
                    "median_image_size_in_voxels": [float(round(v)) for v in shape],
                    "architecture": effnet_architecture(strides, kernels, width_multiplier=width,
-                                                       stem_features=full_res_features(width), drop_path_rate=0.0)})
+                                                       stem_features=full_res_features(width), drop_path_rate=0.0),
+                   **TORCH_EXPORT})
     plans["configurations"][CPU_CONFIG] = config
     plans["configurations"][CPU_VANILLA_CONFIG] = _vanilla_like(dataset_id, plans_name, config)
     write_plans(plans_file, plans)
