@@ -210,7 +210,7 @@ def test_predict_pipeline_clips_json_is_predict_clips_record_plus_proposal(tmp_p
     assert data == alone and res.n_clips == alone["n_clips"] >= 1
     assert proposal["name"] == "CTV_TumorBed_proposal" and proposal["volume_cc"] == res.proposal_cc
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
-        "clips.json", "masks/CTV_TumorBed_proposal.nii.gz", "masks/Clips.nii.gz", "summary.json"]
+        "clips.json", "masks/CTV_TumorBed_proposal.nii.gz", "masks/Clips.nii.gz", "qa_report.html", "summary.json"]
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "masks" / "Clips.nii.gz"))),
                                   sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "alone" / "caseA.nii.gz"))))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".summary.lock", "caseA", "summary.csv"]
