@@ -200,7 +200,7 @@ def main() -> int:
     ap.add_argument("--configuration", default="3d_fullres_effnetb0")
     ap.add_argument("--n-plan", type=int, default=3, help="synthetic cases nnU-Net plans from (3)")
     ap.add_argument("--clip-results", type=Path, help="nnUNet_results of benchmarks/clip_cascade.py (502, 503)")
-    ap.add_argument("--skip", action="append", default=[], choices=("vanilla", "no_fast_path", "cpu_config"),
+    ap.add_argument("--skip", action="append", default=[], choices=("vanilla", "no_fast_path", "cpu_config", "both"),
                     help="leave out a row (repeatable)")
     ap.add_argument("--resume", action="store_true", help="keep the rows an earlier run of this --work measured")
     ap.add_argument("-np", "--num-processes", type=int, default=2, help="processes for the set-up CLIs")
@@ -238,7 +238,8 @@ def main() -> int:
         runs["ours_cpu_config"] = PredictOptions(breast=breast("3d_cpu_effnetb0"), **common)
     if args.clip_results:
         runs["clips"] = PredictOptions(model="clips", clips=clips, **common)
-        runs["both"] = PredictOptions(model="both", breast=breast(args.configuration), clips=clips, **common)
+        if "both" not in args.skip:
+            runs["both"] = PredictOptions(model="both", breast=breast(args.configuration), clips=clips, **common)
     print("[timing]", flush=True)
     import torch
 

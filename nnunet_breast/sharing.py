@@ -63,6 +63,7 @@ def export_model(dataset_id: int, trainer: str, configuration: str, out_zip: Pat
                     "dataset": folder.parent.name, "model": f"{folder.parent.name}/{folder.name}",
                     "trainer": trainer, "plans": plans, "configuration": configuration, "folds": list(folds),
                     "checkpoint": checkpoint, "encoding": dataset.get("nnunet_breast", {}).get("encoding"),
+                    "cohort_volume_cc": dataset.get("nnunet_breast", {}).get("volume_cc"),   # the QA report's ranges
                     "license": license, "files": files}
         z.writestr(f"{folder.parent.name}/{folder.name}/{MANIFEST}", json.dumps(manifest, indent=1))
     os.replace(partial, out_zip)

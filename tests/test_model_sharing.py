@@ -17,6 +17,7 @@ from nnunet_breast.sharing import MANIFEST, check_model_zip, export_model, insta
 
 TRAINER, CONFIG = "nnUNetTrainerEffNetB0", "3d_fullres_effnetb0"
 MODEL = f"Dataset501_BreastRT/{TRAINER}__nnUNetPlans__{CONFIG}"
+VOLUME_RANGE = {"p5": 480.5, "p95": 720.25, "n": 12}
 
 
 def _fake_model(results: Path, folds=(0, 1)) -> Path:
@@ -28,7 +29,8 @@ def _fake_model(results: Path, folds=(0, 1)) -> Path:
         (folder / f"fold_{f}" / "validation" / "summary.json").write_text("{}")
     (folder / "plans.json").write_text(json.dumps({"plans_name": "nnUNetPlans"}))
     (folder / "dataset_fingerprint.json").write_text("{}")
-    (folder / "dataset.json").write_text(json.dumps({"nnunet_breast": {"encoding": {"structures": ["Heart"]}}}))
+    (folder / "dataset.json").write_text(json.dumps({"nnunet_breast": {"encoding": {"structures": ["Heart"]},
+                                                                       "volume_cc": {"Heart": VOLUME_RANGE}}}))
     return folder
 
 
@@ -54,6 +56,7 @@ def test_round_trip_installs_the_same_files_and_the_manifest(exported, monkeypat
     m = exported["manifest"]
     assert (m["trainer"], m["configuration"], m["folds"], m["license"]) == (TRAINER, CONFIG, [0, 1], "CC-BY-4.0")
     assert m["encoding"] == {"structures": ["Heart"]} and m["model"] == MODEL
+    assert m["cohort_volume_cc"] == {"Heart": VOLUME_RANGE}
     assert len(m["files"]) == 9           # per fold: checkpoint, progress.png, summary; plans, dataset, fingerprint
     results = _receiving_site(monkeypatch, tmp_path)
     folder = install_model(exported["zip"])
