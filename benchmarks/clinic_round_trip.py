@@ -4,8 +4,8 @@ For each synthetic CT (``--sizes``, default small and full; breast phantoms, see
 
 * ``predict``: ``nnunet-breast predict -i CT -o OUT`` with the same model options, as a subprocess (the
   baseline, measured in the same run: reading, model loading, prediction, RTSTRUCT, preview);
-* ``round trip``: a node already listening (``serve --series-timeout T``); from the start of ``storescu`` to the
-  RTSTRUCT being in storescp's folder. It includes the series timeout T by design (the node cannot know a series
+* ``round trip``: a node already listening (``serve --series-timeout T``); from the start of ``storescu`` to
+  storescp's confirmation of the RTSTRUCT (the job moves to ``done``). It includes the series timeout T by design (the node cannot know a series
   is complete before), the send (``send``: storescu's own time) and the node's job (``job``: from job.json).
 
 Prints Markdown and one JSON line; ratio = round trip / predict. Needs dcmtk (storescu, storescp).
@@ -103,13 +103,17 @@ def main() -> None:
             subprocess.run([storescu, "-aet", "CT_SIM", "-aec", "NNUNET", "127.0.0.1", str(node_port), *cts],
                            check=True, capture_output=True)
             t_send = time.perf_counter() - t0
-            wait_for(lambda: any(tps_dir.iterdir()), what="the RTSTRUCT at storescp")
+            # done = storescp answered the C-STORE: the file is whole (its first bytes appear earlier)
+            wait_for(lambda: list(node_dir.glob("jobs/done/*/job.json")), what="the RTSTRUCT confirmed by storescp")
             t_round = time.perf_counter() - t0
         finally:
             node.terminate()
             scp.terminate()
             node.wait(60), scp.wait(60)
-        (job,) = node_dir.glob("jobs/*/*/job.json")
+        (job,) = node_dir.glob("jobs/done/*/job.json")
+        (received,) = tps_dir.iterdir()
+        if received.stat().st_size != sum(f.stat().st_size for f in job.parent.glob("result/*/RS.*.dcm")):
+            print(f"  note: {received.name} differs in size from the node's RTSTRUCT (re-encoded by storescp)")
         info = json.loads(job.read_text())
         rows.append({"size": size, "slices": len(cts), "predict_s": round(t_predict, 1),
                      "round_trip_s": round(t_round, 1), "send_s": round(t_send, 1),
