@@ -27,11 +27,8 @@ LOCK = "node.lock"
 def check_models(opts: PredictOptions) -> None:
     """Refuse to start a node whose models cannot predict (every job would fail)."""
     validate_options(opts)
-    clips = opts.clips if opts.model in ("clips", "both") else None
-    for ref in (opts.breast if opts.model in ("breast", "both") else None, clips and clips.stage1,
-                clips and clips.stage2):
-        if ref is not None:
-            ref.trained_folder()
+    for ref in opts.model_refs().values():
+        ref.trained_folder()
 
 
 class Node:
@@ -131,8 +128,8 @@ def status_table(root: Path) -> str:
     if not (root / "jobs").is_dir():
         raise UserError(f"{root} holds no node jobs (expected {root / 'jobs'})")
     store = JobStore(root)
-    rows = [("job", "state", "series", "instances", "note")]
-    for job in store.all_jobs():
+    rows, jobs = [("job", "state", "series", "instances", "note")], store.all_jobs()
+    for job in jobs:
         note = job.info.get("reason") or job.info.get("last_error") or ""
         if job.state == "sending" and job.info.get("attempts"):
             note = f"{job.info['attempts']} failed attempt(s): {note}"
@@ -141,7 +138,7 @@ def status_table(root: Path) -> str:
         rows.append((job.id, job.state, job.info.get("series_uid", ""), str(job.info.get("instances", "")), note))
     widths = [max(len(r[k]) for r in rows) for k in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
-    counts = {s: sum(1 for j in store.all_jobs() if j.state == s) for s in STATES}
+    counts = {s: sum(1 for j in jobs if j.state == s) for s in STATES}
     lines.append(", ".join(f"{n} {s}" for s, n in counts.items()))
     incoming = root / "incoming"
     pending = [f for f in incoming.iterdir() if f.is_dir() and not f.name.startswith(".")] if incoming.is_dir() else []

@@ -38,13 +38,12 @@ class ReceivedSeries:
     def collect(self, store: JobStore) -> list[Job]:
         jobs = []
         for folder in complete_series(self.root, self.timeout_s):
-            files = sorted(folder.glob("*.dcm"))
-            study = _header(files[0]).get("StudyInstanceUID", "") if files else ""
-            job = store.new_job(folder.name, str(study), self.origin, instances=len(files))
-            with self.lock:
+            with self.lock:                  # the SCP adds instances under the same lock
                 if time.time() - folder.stat().st_mtime < self.timeout_s:     # an instance arrived meanwhile
-                    shutil.rmtree(job.folder)
                     continue
+                files = sorted(folder.glob("*.dcm"))
+                study = (_header(files[0]) or {}).get("StudyInstanceUID", "") if files else ""
+                job = store.new_job(folder.name, study, self.origin, instances=len(files))
                 os.replace(folder, job.series)
             jobs.append(store.enqueue(job))
         return jobs

@@ -80,6 +80,13 @@ class PredictOptions:
     tile_step_size: float = 0.5            # nnU-Net's sliding-window step, a fraction of the patch
     qa_report: bool = True                 # qa_report.html per case (inference/qa_report.py)
 
+    def model_refs(self) -> dict[str, ModelRef]:
+        """The trained models this run uses, by role (none for the threshold clip method)."""
+        refs = {"breast model": self.breast if self.model in ("breast", "both") else None}
+        if self.model in ("clips", "both") and self.clips is not None:
+            refs.update({"clip model (stage 1 / single)": self.clips.stage1, "clip model (stage 2)": self.clips.stage2})
+        return {role: ref for role, ref in refs.items() if ref is not None}
+
 
 @dataclass
 class CaseResult:
@@ -232,15 +239,9 @@ def _provenance(opts: PredictOptions) -> dict:
     out = {"model": opts.model, "device": opts.device, "fast path": opts.fast_path,
            "test-time mirroring": opts.use_mirroring, "sliding-window step": opts.tile_step_size,
            "run started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-    if opts.model in ("breast", "both"):
-        out["breast model"] = model_provenance(opts.breast)
     if opts.model in ("clips", "both"):
         out["clip method"] = opts.clips.method
-        for name, ref in (("clip model (stage 1 / single)", opts.clips.stage1), ("clip model (stage 2)",
-                                                                                  opts.clips.stage2)):
-            if ref is not None:
-                out[name] = model_provenance(ref)
-    return out
+    return out | {role: model_provenance(ref) for role, ref in opts.model_refs().items()}
 
 
 def _write_case(case: InputCT, out_dir: Path, part: Path, breast: dict[str, np.ndarray], clips,
