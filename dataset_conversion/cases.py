@@ -17,6 +17,7 @@ from nnunet_breast.dicom.ct_reader import read_ct_series
 from nnunet_breast.dicom.rtstruct import read_rtstruct
 from nnunet_breast.errors import UserError
 from nnunet_breast.structures import catalog
+from nnunet_breast.volumes.orientation import patient_x
 
 
 class CaseError(UserError):
@@ -178,13 +179,9 @@ def treated_side(masks: dict[str, np.ndarray], image: sitk.Image, cohort: str, b
     Sides are patient coordinates (DICOM LPS: +x is the patient's left), through ``image``'s direction, so any
     patient position and storage order gives the same answer."""
     if cohort == "clips" and "Clips" in masks and body is not None and body.any():
-        x_clips = _patient_x(np.argwhere(masks["Clips"]).mean(axis=0), image)
-        x_body = _patient_x(np.argwhere(body).mean(axis=0), image)
+        x_clips = patient_x(image, np.argwhere(masks["Clips"]).mean(axis=0))
+        x_body = patient_x(image, np.argwhere(body).mean(axis=0))
         return "L" if x_clips > x_body else "R"
     sides = [s for s in "LR" if f"CTVp_breast_{s}" in masks]
     return sides[0] if len(sides) == 1 else dose_side
 
-
-def _patient_x(index_zyx: np.ndarray, image: sitk.Image) -> float:
-    """Patient x (mm, LPS) of a continuous voxel index [z, y, x] of ``image``."""
-    return image.TransformContinuousIndexToPhysicalPoint([float(v) for v in index_zyx[::-1]])[0]

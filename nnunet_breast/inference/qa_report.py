@@ -36,6 +36,7 @@ import nnunet_breast
 from nnunet_breast.inference.preview import structure_color
 from nnunet_breast.structures.catalog import BY_NAME, STRUCTURES
 from nnunet_breast.util.files import atomic_write_text
+from nnunet_breast.volumes.orientation import patient_x
 
 __all__ = ["AGREEMENT_THRESHOLD", "cohort_ranges", "model_provenance", "software_versions", "write_qa_report"]
 
@@ -174,19 +175,15 @@ def _count_and_centroid(mask: np.ndarray) -> tuple[int, tuple[float, float, floa
     return n, tuple(float((p * np.arange(len(p))).sum()) / n for p in profiles)
 
 
-def _patient_x(image: sitk.Image, index_zyx) -> float:
-    return image.TransformContinuousIndexToPhysicalPoint([float(v) for v in index_zyx[::-1]])[0]
-
-
 def _midline_x(image: sitk.Image, stats: dict) -> tuple[float | None, str]:
     """Patient x (mm) of the midline: a midline structure's centroid, else the tissue's (see module docstring)."""
     for name in MIDLINE_STRUCTURES:
         if name in stats and stats[name][1] is not None:
-            return _patient_x(image, stats[name][1]), f"{name} centroid"
+            return patient_x(image, stats[name][1]), f"{name} centroid"
     _, centre = _count_and_centroid(sitk.GetArrayViewFromImage(image) > TISSUE_HU)
     if centre is None:
         return None, ""
-    return _patient_x(image, centre), f"centroid of the CT's tissue (HU > {TISSUE_HU:g})"
+    return patient_x(image, centre), f"centroid of the CT's tissue (HU > {TISSUE_HU:g})"
 
 
 def _treated_side(side: str | None, volumes: dict[str, float], flags: list[str]) -> tuple[str | None, str]:
@@ -234,7 +231,7 @@ def _side_check(name: str, centroid, image: sitk.Image, mid_x: float | None) -> 
         return "empty: not checked", False
     if mid_x is None:
         return "no midline reference: not checked", False
-    offset = _patient_x(image, centroid) - mid_x
+    offset = patient_x(image, centroid) - mid_x
     found = "L" if offset > 0 else "R"
     where = f"centroid {abs(offset):.1f} mm to the patient's {_SIDE_WORD[found]}"
     if found != s.side:

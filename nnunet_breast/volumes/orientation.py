@@ -22,7 +22,7 @@ import SimpleITK as sitk
 AXIAL_TOL = 1e-4            # |z| of the row and column directions (the DICOM readers' cosine tolerance)
 
 __all__ = ["AXIAL_TOL", "direction_matrix", "axial_problem", "describe", "to_lps", "array_to_lps",
-           "array_from_lps", "grid_from_lps", "patient_axis_mm"]
+           "array_from_lps", "grid_from_lps", "patient_axis_mm", "patient_x"]
 
 
 def direction_matrix(direction) -> np.ndarray:
@@ -132,3 +132,9 @@ def patient_axis_mm(shape_zyx, spacing_xyz, direction, axis: int) -> np.ndarray:
             shape[a] = n
             out = out + (np.float32(d[2 - a]) * np.arange(n, dtype=np.float32)).reshape(shape)
     return out
+
+
+def patient_x(image: sitk.Image, index_zyx) -> float:
+    """Patient x (mm, LPS: + is the patient's left) of a continuous voxel index [z, y, x] of ``image``: the side
+    of a centroid, right for any patient position and storage order."""
+    return image.TransformContinuousIndexToPhysicalPoint([float(v) for v in index_zyx[::-1]])[0]
