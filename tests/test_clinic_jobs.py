@@ -103,6 +103,19 @@ def test_recovery_requeues_running_jobs_and_finishes_complete_new_ones(export, t
         assert len(list(job.result.glob("*/RS.*.dcm"))) == 1 and not list(job.result.glob(".work-*"))
 
 
+def test_the_same_series_twice_in_one_second_gets_two_jobs(tmp_path):
+    """A re-sent or re-exported series within the same second is a second job, never a clash with the first one
+    (which has left ``.new`` already)."""
+    store = JobStore(tmp_path / "node")
+    ids = []
+    for state in ("done", "queued", None):
+        job = store.new_job("1.2.3", "1.2", "test")
+        ids.append(job.id)
+        if state:
+            store.move(job, state)
+    assert len(set(ids)) == 3 and all(i.split("-")[1] == ids[0].split("-")[1] for i in ids)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -70,8 +70,11 @@ class JobStore:
         """An empty job in ``.new``; fill ``series/`` and call :meth:`enqueue`."""
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         base = f"{stamp}-{hashlib.sha1(series_uid.encode()).hexdigest()[:8]}"
-        for n in range(1000):
-            folder = self.root / NEW / (base if n == 0 else f"{base}-{n}")
+        for n in range(1000):          # a job id is unique over every state: the same series may come twice
+            name = base if n == 0 else f"{base}-{n}"
+            if any((self.root / state / name).exists() for state in STATES):
+                continue
+            folder = self.root / NEW / name
             try:
                 folder.mkdir()
                 break
