@@ -7,12 +7,14 @@
 Each ``--variant NAME:TRAINER[:key=value,...]`` trains ``TRAINER`` (network kwargs overridden by the key=values;
 ``lr=`` sets the rate, ``optimizer=sgd`` nnU-Net's SGD recipe and initialisation, ``config=`` another configuration
 of the same data, e.g. vanilla ``3d_cpu`` beside ``3d_cpu_effnetb0``, ``partial_labels=off`` nnU-Net's loss, which
-teaches every structure a case did not annotate as background) for ``--steps`` iterations on fold ``-f`` of a
+teaches every structure a case did not annotate as background, ``known_negatives=off`` the partial-label loss
+without the other side's known negatives) for ``--steps`` iterations on fold ``-f`` of a
 preprocessed dataset, with nnU-Net's own data loader and augmentation in this process (``nnUNet_n_proc_DA=0``), the
 trainer's own ``train_step`` (bf16 on CPUs that have it) and its LR schedule stretched over ``--steps``. Every
 ``--every`` iterations the network predicts each validation case whole (one padded patch: the CPU configuration's
-patch holds a case) and reports per-structure DSC (structures a case annotates), the mean, and ``side_err``: the
-share of predicted lung voxels that lie in the other side's lung (0.5 = left and right not told apart). The first
+patch holds a case) and reports per-structure DSC (structures a case annotates), the mean, ``side_err``: the
+share of predicted lung voxels that lie in the other side's lung (0.5 = left and right not told apart), and
+``breast_side_err``, the same for the breast CTVs on cases that contour both breasts. The first
 variant is the baseline: each checkpoint line carries the ratio of seconds per step against it. One JSON line per
 checkpoint.
 """
@@ -27,6 +29,10 @@ import numpy as np
 
 os.environ["nnUNet_n_proc_DA"] = "0"
 
+#: left/right pairs whose mix-up is reported: the share of a pair's predicted voxels lying in the other side's
+#: reference (cases that contour both sides only)
+SIDE_PAIRS = {"side_err": ("Lung_L", "Lung_R"), "breast_side_err": ("CTVp_breast_L", "CTVp_breast_R")}
+
 
 def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: int):
     import torch
@@ -38,8 +44,9 @@ def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: 
     sgd = overrides.pop("optimizer", "") == "sgd"
     configuration = overrides.pop("config", configuration)
     unmasked = overrides.pop("partial_labels", "on") == "off"
+    no_negatives = overrides.pop("known_negatives", "on") == "off"
     t = get_trainer_from_args(dataset, configuration, fold, trainer, "nnUNetPlans", device=torch.device("cpu"))
-    if overrides or lr or sgd or unmasked:
+    if overrides or lr or sgd or unmasked or no_negatives:
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
         cls = type(t)
@@ -51,6 +58,8 @@ def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: 
             from nnunet_breast.trainers.partial_labels import PartialLabels
 
             body["_build_loss"] = lambda self: super(PartialLabels, self)._build_loss()
+        elif no_negatives:  # the partial-label loss without the other side's known negatives
+            body["_build_loss"] = _without_known_negatives(cls._build_loss)
         sub = type(f"{cls.__name__}_{name}", (cls,), body)
         plans = {**t.plans_manager.plans, "continue_training": False}      # nnU-Net's trainer pops this key
         t = sub(plans, configuration, fold, t.dataset_json, torch.device("cpu"))
@@ -60,6 +69,14 @@ def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: 
             t.initial_lr = lr
     t.num_epochs = max(1, steps // t.num_iterations_per_epoch)
     return name, t
+
+
+def _without_known_negatives(build):
+    def _build_loss(self):
+        loss = build(self)
+        getattr(loss, "loss", loss).exclusive = None
+        return loss
+    return _build_loss
 
 
 def validation_cases(t):
@@ -92,10 +109,11 @@ def evaluate(t, cases, names, annotated) -> dict[str, float]:
             for i, n in enumerate(names):
                 if n in annotated.get(key, names) and ref[i].any():
                     scores.setdefault(n, []).append(2 * (out[i] & ref[i]).sum() / (out[i].sum() + ref[i].sum()))
-            if "Lung_L" in names and "Lung_R" in names:
-                il, ir = names.index("Lung_L"), names.index("Lung_R")
-                wrong = (out[il] & ref[ir]).sum() + (out[ir] & ref[il]).sum()
-                scores.setdefault("side_err", []).append(wrong / max(1, out[il].sum() + out[ir].sum()))
+            for key_err, (left, right) in SIDE_PAIRS.items():
+                if {left, right} <= set(names) and {left, right} <= set(annotated.get(key, names)):
+                    il, ir = names.index(left), names.index(right)
+                    wrong = (out[il] & ref[ir]).sum() + (out[ir] & ref[il]).sum()
+                    scores.setdefault(key_err, []).append(wrong / max(1, out[il].sum() + out[ir].sum()))
     t.network.train()
     t.set_deep_supervision_enabled(True)
     return {k: float(np.mean(v)) for k, v in scores.items()}
@@ -126,8 +144,8 @@ def curve(dataset: str, configuration: str, fold: int, spec: str, steps: int, ev
         spent += time.perf_counter() - start
         if step % every == 0 or step == steps:
             scores = evaluate(t, cases, names, annotated)
-            side = scores.pop("side_err", float("nan"))
-            yield {"variant": name, "step": step, "s_per_step": round(spent / step, 3), "side_err": round(side, 3),
+            sides = {k: round(scores.pop(k, float("nan")), 3) for k in SIDE_PAIRS}
+            yield {"variant": name, "step": step, "s_per_step": round(spent / step, 3), **sides,
                    "mean_dsc": round(float(np.mean(list(scores.values()))), 3),
                    "dsc": {k: round(v, 3) for k, v in scores.items()}}
 

@@ -9,11 +9,12 @@ side. One run:
    raw dataset (--dataset-id; the converter records what each case annotates);
 2. one fold: train = the clinical cases, validation = the fully contoured ones (splits_final.json);
    ``plan --cpu`` and the CPU configuration's preprocessing;
-3. ``benchmarks/learning_curve.py``'s in-process loop for ``masked`` (--trainer as shipped) and ``unmasked``
-   (the same trainer with ``partial_labels=off``: nnU-Net's region loss), same seed, DSC of every structure on the
-   held-out cases every --every iterations.
+3. ``benchmarks/learning_curve.py``'s in-process loop for ``masked`` (--trainer as shipped: masked loss + the
+   other side's known negatives), ``masked_no_negatives`` (``known_negatives=off``) and ``unmasked`` (the same
+   trainer with ``partial_labels=off``: nnU-Net's region loss), same seed, DSC of every structure on the held-out
+   cases every --every iterations, and how much of the breast CTVs' prediction lies in the other breast.
 Prints a Markdown table (per structure at the last checkpoint; means of the right-side CTVs, left-side CTVs and
-all) and one JSON line with the ratios masked / unmasked.
+all) and one JSON line with the ratios against unmasked.
 
     python benchmarks/partial_labels.py --work /tmp/pl [--n-train 10 --n-test 4] [--steps 600 --every 200]
 """
@@ -95,30 +96,34 @@ def main() -> int:
     from learning_curve import curve
 
     torch.set_num_threads(args.num_processes)
-    variants = {"masked": f"masked:{args.trainer}", "unmasked": f"unmasked:{args.trainer}:partial_labels=off"}
+    variants = {"masked": f"masked:{args.trainer}",
+                "masked_no_negatives": f"masked_no_negatives:{args.trainer}:known_negatives=off",
+                "unmasked": f"unmasked:{args.trainer}:partial_labels=off"}
     last: dict[str, dict] = {}
     for name, spec in variants.items():
         for line in curve(str(args.dataset_id), CONFIG, 0, spec, args.steps, args.every, args.seed):
             print(json.dumps(line), flush=True)
             last[name] = line
-    names = sorted(set(last["masked"]["dsc"]) | set(last["unmasked"]["dsc"]))
+    names = sorted(set().union(*(last[v]["dsc"] for v in variants)))
     sides = ctv_sides(names)
     groups = {"right-side CTVs": sides["R"], "left-side CTVs": sides["L"], "all structures": names}
     mean = {v: {g: float(np.mean([last[v]["dsc"].get(n, 0.0) for n in ns])) for g, ns in groups.items()}
             for v in variants}
     print(f"\n### Partial labels: held-out DSC after {args.steps} iterations ({args.trainer}, {CONFIG}, "
-          f"seed {args.seed})\n\n| structure | masked (ours) | unmasked (nnU-Net's loss) |\n|---|---|---|")
+          f"seed {args.seed})\n\n| structure | masked + known negatives (ours) | masked only | unmasked (nnU-Net's "
+          "loss) |\n|---|---|---|---|")
     for n in names:
-        print(f"| {n} | {last['masked']['dsc'].get(n, float('nan')):.3f} | "
-              f"{last['unmasked']['dsc'].get(n, float('nan')):.3f} |")
+        print("| " + " | ".join([n, *(f"{last[v]['dsc'].get(n, float('nan')):.3f}" for v in variants)]) + " |")
     for g in groups:
-        print(f"| **mean, {g}** | **{mean['masked'][g]:.3f}** | **{mean['unmasked'][g]:.3f}** |")
+        print("| " + " | ".join([f"**mean, {g}**", *(f"**{mean[v][g]:.3f}**" for v in variants)]) + " |")
+    print("| breast CTV voxels in the other side's breast | "
+          + " | ".join(f"{last[v]['breast_side_err']:.3f}" for v in variants) + " |")
     result = {"benchmark": "partial_labels", "trainer": args.trainer, "configuration": CONFIG, "steps": args.steps,
               "seed": args.seed, "n_train": args.n_train, "n_test": args.n_test,
-              "masked": {g: round(v, 3) for g, v in mean["masked"].items()},
-              "unmasked": {g: round(v, 3) for g, v in mean["unmasked"].items()},
-              "ratio_masked_vs_unmasked": {g: round(mean["masked"][g] / max(mean["unmasked"][g], 1e-3), 3)
-                                           for g in groups},
+              **{v: {g: round(x, 3) for g, x in mean[v].items()} for v in variants},
+              "breast_side_err": {v: last[v]["breast_side_err"] for v in variants},
+              **{f"ratio_{v}_vs_unmasked": {g: round(mean[v][g] / max(mean["unmasked"][g], 1e-3), 3) for g in groups}
+                 for v in ("masked", "masked_no_negatives")},
               "s_per_step": {v: last[v]["s_per_step"] for v in variants}}
     print(json.dumps(result), flush=True)
     (work / "partial_labels.json").write_text(json.dumps(result) + "\n")

@@ -13,7 +13,12 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunet_breast import trainers
 from nnunet_breast.errors import UserError
 from nnunet_breast.trainers.laterality import lateral_structures, left_right_axes
-from nnunet_breast.trainers.partial_labels import PartialLabelRegionLoss, channel_mask, is_partial
+from nnunet_breast.trainers.partial_labels import (
+    PartialLabelRegionLoss,
+    channel_mask,
+    is_partial,
+    opposite_sides,
+)
 
 IDENTITY = (1, 0, 0, 0, 1, 0, 0, 0, 1)
 PRONE = (-1, 0, 0, 0, -1, 0, 0, 0, 1)                  # head first prone: x and y negated
@@ -173,6 +178,47 @@ def test_deep_supervision_scales_are_all_masked():
     assert torch.count_nonzero(x1.grad[0, 1]) == 0 and torch.count_nonzero(x2.grad[0, 1]) == 0
 
 
+def test_opposite_sides_from_the_catalog():
+    assert opposite_sides(STRUCTURES).tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
+    assert opposite_sides(["CTVn_L2_L", "Lung_R", "MyOwnStructure"]).tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
+
+
+@pytest.mark.parametrize("batch_dice", [False, True])
+def test_known_negatives_teach_an_unannotated_structure_only_where_the_other_side_is_annotated(batch_dice):
+    """Case 0 annotates the right breast (channel 1) and heart, not the left breast (channel 0): the left-breast
+    output learns background on the right breast's voxels and nothing anywhere else."""
+    x, y = _batch()
+    y[0, 0] = 0.0                                                   # not contoured: written as background
+    mask = torch.tensor([[0.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    loss = PartialLabelRegionLoss(batch_dice)
+    loss.channel_mask, loss.exclusive = mask, opposite_sides(STRUCTURES)
+    loss(x, y).backward()
+    right = y[0, 1] > 0
+    assert torch.all(x.grad[0, 0][right] > 0)                       # pushed towards background there
+    assert torch.count_nonzero(x.grad[0, 0][~right]) == 0           # and untouched elsewhere
+    # the heart (no side) excludes nothing: without a right-side structure the channel learns nothing
+    y2 = y.clone()
+    y2[0, 1] = 0.0
+    x.grad = None
+    loss(x, y2).backward()
+    assert torch.count_nonzero(x.grad[0, 0]) == 0
+    # fully annotated: still nnU-Net's loss
+    full = PartialLabelRegionLoss(batch_dice)
+    full.channel_mask, full.exclusive = torch.ones((2, 3)), opposite_sides(STRUCTURES)
+    torch.testing.assert_close(full(x, y), PartialLabelRegionLoss(batch_dice)(x, y))
+
+
+def test_known_negatives_at_every_deep_supervision_scale():
+    inner = PartialLabelRegionLoss(False)
+    inner.channel_mask = torch.tensor([[0.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    inner.exclusive = opposite_sides(STRUCTURES)
+    ds = DeepSupervisionWrapper(inner, [0.6, 0.4])
+    (x1, y1), (x2, y2) = _batch(0), _batch(1, shape=(3, 4, 4))
+    ds([x1, x2], [y1, y2]).backward()
+    for x, y in ((x1, y1), (x2, y2)):
+        assert torch.equal(x.grad[0, 0] != 0, y[0, 1] > 0)
+
+
 def test_channel_mask_from_the_annotation_record():
     record = {"a": ["CTVp_breast_L", "Heart"], "b": STRUCTURES}
     assert is_partial(record, STRUCTURES) and not is_partial({"b": STRUCTURES}, STRUCTURES)
@@ -199,6 +245,7 @@ def test_trainer_uses_the_partial_label_loss_only_for_partial_datasets(preproces
     trainer.loss = loss
     trainer._set_channel_mask({"keys": ["b", "a"]})
     assert loss.loss.channel_mask.tolist() == [[1, 1, 1], [1, 0, 1]]
+    assert loss.loss.exclusive.tolist() == opposite_sides(STRUCTURES).tolist()
     _, full = _initialised_loss(trainers.nnUNetTrainerNoLRMirroring, {"a": STRUCTURES, "b": STRUCTURES})
     assert isinstance(full.loss, DC_and_BCE_loss)                          # nnU-Net's own
     _, legacy = _initialised_loss(trainers.nnUNetTrainerEffNetB0, None)    # no record: fully annotated

@@ -8,16 +8,23 @@ and the breast trainers weight nnU-Net's region loss (BCE + soft Dice) per case 
 unannotated structure adds exactly nothing, at every deep-supervision scale; an annotated structure trains as
 before, also where it is empty (then it is background). With every structure annotated the loss equals
 nnU-Net's ``DC_and_BCE_loss``.
+
+Known negatives (the exclusion idea of Shi et al., Med Image Anal 2021, "Marginal loss and exclusion loss for
+partially supervised multi-organ segmentation"): a structure with a side never reaches into a structure of the
+other side, so the voxels a case annotates as any right-side structure are background for every left-side
+structure it did not annotate, and the reverse (BCE only). Without them a treated-side-only cohort never shows
+the left-breast output a right breast it must not paint in a right-sided patient: measured, both breast outputs
+painted the same breast of new patients (docs/benchmarks.md, partial labels).
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nnunet_breast.errors import UserError
+from nnunet_breast.structures.catalog import BY_NAME
 
 #: dataset.json key (inside "nnunet_breast") of the per-case annotation record
 ANNOTATED_KEY = "annotated"
@@ -45,17 +52,36 @@ def channel_mask(record: dict[str, list[str]], cases, structures: list[str]) -> 
     return torch.tensor(rows, dtype=torch.float32)
 
 
+def opposite_sides(structures: list[str]) -> torch.Tensor:
+    """(structures, structures) 0/1: [c, s] = 1 when s has the other side of c in the catalog (L vs R)."""
+    sides = [BY_NAME[n].side if n in BY_NAME else None for n in structures]
+    return torch.tensor([[float(a in ("L", "R") and b in ("L", "R") and a != b) for b in sides] for a in sides])
+
+
 class PartialLabelRegionLoss(nn.Module):
     """nnU-Net's region loss (BCE + soft Dice, sigmoid per region) weighted by :attr:`channel_mask`.
 
     ``channel_mask`` ((batch, regions), set by the trainer before each step) zeroes a structure's BCE and
     leaves it out of the Dice mean for the cases that do not annotate it. None: every structure annotated.
+    ``exclusive`` ((regions, regions), :func:`opposite_sides`): where set, the voxels of a case's annotated
+    structures that exclude an unannotated one are background for it in the BCE (known negatives).
     """
 
     def __init__(self, batch_dice: bool, smooth: float = 1e-5, ddp: bool = False):
         super().__init__()
         self.batch_dice, self.smooth, self.ddp = batch_dice, smooth, ddp
         self.channel_mask: torch.Tensor | None = None
+        self.exclusive: torch.Tensor | None = None
+
+    def voxel_weights(self, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """1 where a voxel of a channel is supervised: annotated channels everywhere, unannotated ones on their
+        known negatives."""
+        w = m.view(*m.shape, *(1,) * (y.ndim - 2))
+        if self.exclusive is None or bool(m.all()):
+            return w.expand_as(y)
+        annotated = y * w                                                   # the targets a case vouches for
+        known = torch.einsum("bs...,cs->bc...", annotated, self.exclusive.to(y)) > 0
+        return w + (1.0 - w) * known
 
     def forward(self, net_output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         x, y = net_output.float(), target.float()
@@ -63,12 +89,14 @@ class PartialLabelRegionLoss(nn.Module):
         m = torch.ones((b, c), device=x.device) if self.channel_mask is None else self.channel_mask.to(x.device)
         if m.shape != (b, c):
             raise ValueError(f"channel mask {tuple(m.shape)} does not match the output's (batch, regions) {(b, c)}")
-        if not m.any():
-            return x.sum() * 0.0
         spatial = tuple(range(2, x.ndim))
-        voxels = math.prod(x.shape[2:])
-        bce = F.binary_cross_entropy_with_logits(x, y, reduction="none").sum(spatial)         # (b, c)
-        bce = (bce * m).sum() / (m.sum() * voxels)
+        weights = self.voxel_weights(y, m)
+        if not weights.any():
+            return x.sum() * 0.0
+        bce = F.binary_cross_entropy_with_logits(x, y * m.view(b, c, *(1,) * len(spatial)), reduction="none")
+        bce = (bce * weights).sum() / weights.sum()
+        if not m.any():
+            return bce
         p = torch.sigmoid(x)
         intersect, sum_pred, sum_gt = ((p * y).sum(spatial) * m, p.sum(spatial) * m, y.sum(spatial) * m)
         if self.batch_dice:
@@ -108,8 +136,10 @@ class PartialLabels:
         self._structures = structures
         n_partial = sum(bool(set(structures) - set(self._annotations.get(c, structures))) for c in cases)
         self.print_to_log_file(f"partial labels: {n_partial} of {len(cases)} cases lack some structure; the loss "
-                               "ignores, per case, the structures it did not annotate")
+                               "ignores, per case, the structures it did not annotate, except on their known "
+                               "negatives (the other side's annotated structures)")
         inner = PartialLabelRegionLoss(self.configuration_manager.batch_dice, ddp=self.is_ddp)
+        inner.exclusive = opposite_sides(structures)
         if hasattr(loss, "loss") and hasattr(loss, "weight_factors"):      # nnU-Net's DeepSupervisionWrapper
             loss.loss = inner
             return loss

@@ -42,10 +42,9 @@ class ShortCPUSchedule(CPUSchedule):
 
 
 class DemoCPUSchedule(CPUSchedule):
-    """8 epochs x 40 iterations: `nnunet-breast demo` on CPU, a few minutes on the CPU configuration (12 x 40
-    gave the new patients no better contours and cost half as much again: docs/benchmarks.md, demo timings)."""
+    """20 epochs x 50 iterations: `nnunet-breast demo` on CPU, a few minutes on the CPU configuration."""
 
-    schedule = (8, 40, 1)
+    schedule = (20, 50, 1)
 
 
 class QuickDemoCPUSchedule(DemoCPUSchedule):
