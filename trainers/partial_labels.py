@@ -14,10 +14,9 @@ partially supervised multi-organ segmentation"): a structure with a side never r
 other side, so the voxels a case annotates as any right-side structure are background for every left-side
 structure it did not annotate, and the reverse (BCE only). Without them a treated-side-only cohort never shows
 the left-breast output a right breast it must not paint in a right-sided patient: measured, both breast outputs
-painted the same breast of new patients (docs/benchmarks.md, partial labels).
+painted the same breast of new patients (docs/benchmarks.md, demo timings).
 """
 from __future__ import annotations
-
 
 import torch
 import torch.nn.functional as F
