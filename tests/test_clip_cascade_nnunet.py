@@ -10,12 +10,16 @@ geometry, the ROI and consistency; finding the clips is checked on the threshold
 on the synthetic CTs and must find every clip.
 """
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from nnunet_breast.clips.roi import Roi
+from nnunet_breast.env import child_environ
 from nnunet_breast.evaluation.clip_scores import score_clip_mask
 from nnunet_breast.inference.inputs import load_inputs
 from nnunet_breast.synth.cohort import make_case, write_cohort
@@ -157,3 +161,25 @@ def test_predict_clips_baselines_and_refusals(cascade):
     empty.mkdir()
     r = run("nnunet-breast", "predict-clips", "-i", empty, "-o", root / "x", "--clips-method", "threshold", ok=False)
     assert r.returncode == 2 and "empty" in r.stderr
+
+
+def test_clip_learning_benchmark_counts_every_clip(cascade):
+    """benchmarks/clip_learning.py on the stage-1 dataset (2 iterations, 2 variants): every checkpoint accounts for
+    the same reference clips (found + missed), the table and the summary name both variants."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "clip_learning.py"
+    dirs = cascade["dirs"]
+    env = child_environ(**{k: str(v) for k, v in dirs.items()}, nnUNet_compile="false")
+    variants = ["--variant", f"shipped:{T1}", "--variant", f"all_clips:{T1}:foreground_patches=1"]
+    r = subprocess.run([sys.executable, str(script), "-d", "502", "-c", "3d_clip_location", "--steps", "2",
+                        "--every", "1", *variants], env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    lines = [json.loads(s) for s in r.stdout.splitlines() if s.startswith("{")]
+    checkpoints = [ln for ln in lines if "step" in ln]
+    assert len(checkpoints) == 4 and {ln["step"] for ln in checkpoints} == {1, 2}
+    # the reference clips (of the preprocessed 4 mm labels) are the same at every checkpoint, whatever was predicted
+    references = {(ln["val_found"] + ln["val_missed"], ln["train_found"] + ln["train_missed"]) for ln in checkpoints}
+    assert len(references) == 1
+    assert checkpoints[0]["val_found"] + checkpoints[0]["val_missed"] > 0
+    summary = lines[-1]
+    assert summary["benchmark"] == "clip_learning" and set(summary) >= {"shipped", "all_clips"}
+    assert "| shipped |" in r.stdout and "| all_clips |" in r.stdout

@@ -17,6 +17,7 @@ from nnunet_breast import trainers as clips
 from nnunet_breast.networks.plans import RES_SE_UNET_CLASS as NETWORK_CLASS_NAME
 from nnunet_breast.networks.plans import ClipChannelMismatchError, clip_arch_kwargs
 from nnunet_breast.networks.res_se_unet import ResSEUNet3d
+from nnunet_breast.trainers.cpu import CPUAutocast
 from nnunet_breast.trainers.lr_schedule import LinearWarmupCosineLRScheduler
 from nnunet_breast.trainers.transforms import (
     AIR_HU,
@@ -381,14 +382,17 @@ def test_trainer_initialize_in_process(nnunet_env):
 
 
 def test_demo_trainer_starts_from_a_background_prior(nnunet_env):
-    """DemoCPU trainers: output biases at a 1 % foreground prior, so a short run does not paint noise."""
+    """DemoCPU trainers: output biases at a 1 % foreground prior, so a short run does not paint noise; every patch
+    centred on a clip; bf16 autocast on a capable CPU."""
     data = nnunet_env / "nnUNet_preprocessed" / "Dataset777_Clips" / "nnUNetPlans_3d_fullres"
     data.mkdir(parents=True)
     (data / "case_000.b2nd").write_bytes(b"")
     trainer = clips.nnUNetTrainerClipSingleStageDemoCPU(make_plans(1), "3d_fullres", 0, make_dataset_json(1),
                                                         device=torch.device("cpu"))
     trainer.initialize()
-    assert (trainer.num_epochs, trainer.num_iterations_per_epoch) == (4, 12)
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch) == (4, 50)
+    assert trainer.oversample_foreground_percent == 1.0 and trainer.initial_lr == pytest.approx(3e-3)
+    assert isinstance(trainer, CPUAutocast)
     trainer.network.eval()
     with torch.no_grad():
         out = trainer.network(torch.full((1, 1, 32, 32, 32), -1000.0))

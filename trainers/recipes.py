@@ -26,6 +26,19 @@ class AdamWWarmupCosine:
                                                         self.warmup_fraction)
 
 
+class ForegroundPatches:
+    """``foreground_patches``: the share of a batch's patches that nnU-Net centres on a foreground voxel (its
+    ``oversample_foreground_percent``, 0.33 by default). Tiny targets (clips) in a short schedule: the more patches
+    hold a clip, the sooner the demo's clip net starts finding them (docs/benchmarks.md)."""
+
+    foreground_patches: float = 0.33
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.oversample_foreground_percent = self.foreground_patches
+
+
 class ForegroundPrior:
     """Output heads start at a foreground prior (RetinaNet's prior initialisation: weights ~ N(0, 0.01), bias
     log(p / (1 - p))). From nnU-Net's default initialisation every sigmoid output starts anywhere, and a short
