@@ -44,9 +44,10 @@ def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: 
     sgd = overrides.pop("optimizer", "") == "sgd"
     configuration = overrides.pop("config", configuration)
     unmasked = overrides.pop("partial_labels", "on") == "off"
-    no_negatives = overrides.pop("known_negatives", "on") == "off"
+    negatives = overrides.pop("known_negatives", "on")
+    no_negatives, bce_negatives = negatives == "off", negatives == "bce"
     t = get_trainer_from_args(dataset, configuration, fold, trainer, "nnUNetPlans", device=torch.device("cpu"))
-    if overrides or lr or sgd or unmasked or no_negatives:
+    if overrides or lr or sgd or unmasked or no_negatives or bce_negatives:
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
         cls = type(t)
@@ -58,8 +59,8 @@ def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: 
             from nnunet_breast.trainers.partial_labels import PartialLabels
 
             body["_build_loss"] = lambda self: super(PartialLabels, self)._build_loss()
-        elif no_negatives:  # the partial-label loss without the other side's known negatives
-            body["_build_loss"] = _without_known_negatives(cls._build_loss)
+        elif no_negatives or bce_negatives:  # the partial-label loss without the known negatives / their exclusion
+            body["_build_loss"] = _without_known_negatives(cls._build_loss, bce_only=bce_negatives)
         sub = type(f"{cls.__name__}_{name}", (cls,), body)
         plans = {**t.plans_manager.plans, "continue_training": False}      # nnU-Net's trainer pops this key
         t = sub(plans, configuration, fold, t.dataset_json, torch.device("cpu"))
@@ -71,10 +72,13 @@ def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: 
     return name, t
 
 
-def _without_known_negatives(build):
+def _without_known_negatives(build, bce_only: bool = False):
     def _build_loss(self):
         loss = build(self)
-        getattr(loss, "loss", loss).exclusive = None
+        if bce_only:
+            getattr(loss, "loss", loss).exclusion_weight = 0.0
+        else:
+            getattr(loss, "loss", loss).exclusive = None
         return loss
     return _build_loss
 

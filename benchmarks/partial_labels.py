@@ -10,11 +10,13 @@ side. One run:
 2. one fold: train = the clinical cases, validation = the fully contoured ones (splits_final.json);
    ``plan --cpu`` and the CPU configuration's preprocessing;
 3. ``benchmarks/learning_curve.py``'s in-process loop for ``masked`` (--trainer as shipped: masked loss + the
-   other side's known negatives), ``masked_no_negatives`` (``known_negatives=off``) and ``unmasked`` (the same
-   trainer with ``partial_labels=off``: nnU-Net's region loss), same seed, DSC of every structure on the held-out
-   cases every --every iterations, and how much of the breast CTVs' prediction lies in the other breast.
+   other side's known negatives in the BCE and the exclusion term), ``masked_bce_negatives`` (``known_negatives=bce``:
+   in the BCE only), ``masked_no_negatives`` (``known_negatives=off``) and ``unmasked`` (the same trainer with
+   ``partial_labels=off``: nnU-Net's region loss), same seed, DSC of every structure on the held-out cases every
+   --every iterations, and how much of the breast CTVs' prediction lies in the other breast. ``--variants`` runs
+   a subset.
 Prints a Markdown table (per structure at the last checkpoint; means of the right-side CTVs, left-side CTVs and
-all) and one JSON line with the ratios against unmasked.
+all) and one JSON line with the ratios against the last variant run (unmasked by default).
 
     python benchmarks/partial_labels.py --work /tmp/pl [--n-train 10 --n-test 4] [--steps 600 --every 200]
 """
@@ -30,6 +32,9 @@ import numpy as np
 from steps import nnunet_work, run_step
 
 CONFIG = "3d_cpu_effnetb0"
+#: variant -> learning_curve.py overrides of the trainer; the last is the baseline of the ratios
+VARIANTS = {"masked": "", "masked_bce_negatives": ":known_negatives=bce",
+            "masked_no_negatives": ":known_negatives=off", "unmasked": ":partial_labels=off"}
 
 
 def ctv_sides(names: list[str]) -> dict[str, list[str]]:
@@ -85,6 +90,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--every", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="a comma-separated subset of " + ", ".join(VARIANTS))
     ap.add_argument("--skip-prepare", action="store_true", help="reuse WORK's preprocessed dataset")
     ap.add_argument("-np", "--num-processes", type=int, default=2)
     args = ap.parse_args()
@@ -96,9 +102,10 @@ def main() -> int:
     from learning_curve import curve
 
     torch.set_num_threads(args.num_processes)
-    variants = {"masked": f"masked:{args.trainer}",
-                "masked_no_negatives": f"masked_no_negatives:{args.trainer}:known_negatives=off",
-                "unmasked": f"unmasked:{args.trainer}:partial_labels=off"}
+    chosen = args.variants.split(",")
+    if not set(chosen) <= set(VARIANTS) or not chosen:
+        raise SystemExit(f"--variants: choose from {', '.join(VARIANTS)}")
+    variants = {v: f"{v}:{args.trainer}{VARIANTS[v]}" for v in chosen}
     last: dict[str, dict] = {}
     for name, spec in variants.items():
         for line in curve(str(args.dataset_id), CONFIG, 0, spec, args.steps, args.every, args.seed):
@@ -110,8 +117,7 @@ def main() -> int:
     mean = {v: {g: float(np.mean([last[v]["dsc"].get(n, 0.0) for n in ns])) for g, ns in groups.items()}
             for v in variants}
     print(f"\n### Partial labels: held-out DSC after {args.steps} iterations ({args.trainer}, {CONFIG}, "
-          f"seed {args.seed})\n\n| structure | masked + known negatives (ours) | masked only | unmasked (nnU-Net's "
-          "loss) |\n|---|---|---|---|")
+          f"seed {args.seed})\n\n| structure | " + " | ".join(variants) + " |\n" + "|---" * (len(variants) + 1) + "|")
     for n in names:
         print("| " + " | ".join([n, *(f"{last[v]['dsc'].get(n, float('nan')):.3f}" for v in variants)]) + " |")
     for g in groups:
@@ -122,8 +128,8 @@ def main() -> int:
               "seed": args.seed, "n_train": args.n_train, "n_test": args.n_test,
               **{v: {g: round(x, 3) for g, x in mean[v].items()} for v in variants},
               "breast_side_err": {v: last[v]["breast_side_err"] for v in variants},
-              **{f"ratio_{v}_vs_unmasked": {g: round(mean[v][g] / max(mean["unmasked"][g], 1e-3), 3) for g in groups}
-                 for v in ("masked", "masked_no_negatives")},
+              **{f"ratio_{v}_vs_{chosen[-1]}": {g: round(mean[v][g] / max(mean[chosen[-1]][g], 1e-3), 3)
+                                                for g in groups} for v in chosen[:-1]},
               "s_per_step": {v: last[v]["s_per_step"] for v in variants}}
     print(json.dumps(result), flush=True)
     (work / "partial_labels.json").write_text(json.dumps(result) + "\n")

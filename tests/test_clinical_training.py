@@ -208,6 +208,29 @@ def test_known_negatives_teach_an_unannotated_structure_only_where_the_other_sid
     torch.testing.assert_close(full(x, y), PartialLabelRegionLoss(batch_dice)(x, y))
 
 
+def test_exclusion_keeps_its_weight_however_much_background_the_patch_holds():
+    """The exclusion term is a Dice of the unannotated output with its known negatives: painting them costs about
+    1 whether the patch is mostly those voxels or mostly something else (as BCE voxels alone their weight falls
+    with the patch's size)."""
+    def penalty(shape, exclusion_weight):
+        y = torch.zeros((1, 3, *shape))
+        y[0, 1, :2, :2, :2] = 1.0                                   # the right breast, annotated
+        loss = PartialLabelRegionLoss(False)
+        loss.channel_mask, loss.exclusive = torch.tensor([[0.0, 1.0, 1.0]]), opposite_sides(STRUCTURES)
+        loss.exclusion_weight = exclusion_weight
+        x = torch.full((1, 3, *shape), -10.0)
+        x[0, 1] = torch.where(y[0, 1] > 0, 10.0, -10.0)               # the annotated outputs right
+        painted = x.clone()
+        painted[0, 0] = torch.where(y[0, 1] > 0, 10.0, -10.0)         # the left output on the right breast
+        return float(loss(painted, y) - loss(x, y))
+
+    small, large = (4, 4, 4), (16, 16, 16)                          # the known negatives: 1/8 and 1/512 of it
+    bce_small, bce_large = penalty(small, 0.0), penalty(large, 0.0)
+    exclusion_small, exclusion_large = penalty(small, 1.0) - bce_small, penalty(large, 1.0) - bce_large
+    assert exclusion_small > 0.95 and exclusion_large > 0.95 and abs(exclusion_small - exclusion_large) < 0.01
+    assert 0 < bce_large < bce_small / 10                             # BCE only: diluted by the background
+
+
 def test_known_negatives_at_every_deep_supervision_scale():
     inner = PartialLabelRegionLoss(False)
     inner.channel_mask = torch.tensor([[0.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
