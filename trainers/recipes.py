@@ -28,8 +28,9 @@ class AdamWWarmupCosine:
 
 class ForegroundPatches:
     """``foreground_patches``: the share of a batch's patches that nnU-Net centres on a foreground voxel (its
-    ``oversample_foreground_percent``, 0.33 by default). Tiny targets (clips) in a short schedule: the more patches
-    hold a clip, the sooner the demo's clip net starts finding them (docs/benchmarks.md)."""
+    ``oversample_foreground_percent``, 0.33 by default): the demo's clip schedule centres every patch on a clip,
+    so that its 200 iterations see a clip in every patch (when a short run starts finding clips is chance:
+    docs/benchmarks.md, clip demo)."""
 
     foreground_patches: float = 0.33
 
