@@ -19,10 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import time
 
 import numpy as np
+from learning_curve import checkpoints, seed_everything
 
 os.environ["nnUNet_n_proc_DA"] = "0"
 
@@ -69,9 +68,7 @@ def curve(dataset: str, configuration: str, fold: int, spec: str, steps: int, ev
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    seed_everything(seed)
     name, t = make_trainer(dataset, configuration, fold, spec, steps)
     t.initialize()
     train_loader, _ = t.get_dataloaders()
@@ -85,19 +82,10 @@ def curve(dataset: str, configuration: str, fold: int, spec: str, steps: int, ev
                                 perform_everything_on_device=False, allow_tqdm=False)
     predictor.manual_initialization(t.network, t.plans_manager, t.configuration_manager, None, t.dataset_json,
                                     type(t).__name__, None)
-    t.network.train()
-    spent = 0.0
-    for step in range(1, steps + 1):
-        if (step - 1) % t.num_iterations_per_epoch == 0:
-            t.lr_scheduler.step((step - 1) // t.num_iterations_per_epoch)
-        batch = next(train_loader)
-        start = time.perf_counter()
-        t.train_step(batch)
-        spent += time.perf_counter() - start
-        if step % every == 0 or step == steps:
-            counts = clip_counts(t, predictor, cases, set(val_keys))
-            yield {"variant": name, "seed": seed, "step": step, "s_per_step": round(spent / step, 3),
-                   **{f"{part}_{k}": v for part, c in counts.items() for k, v in zip(("found", "missed", "false"), c)}}
+    for step, s_per_step in checkpoints(t, train_loader, steps, every):
+        counts = clip_counts(t, predictor, cases, set(val_keys))
+        yield {"variant": name, "seed": seed, "step": step, "s_per_step": s_per_step,
+               **{f"{part}_{k}": v for part, c in counts.items() for k, v in zip(("found", "missed", "false"), c)}}
 
 
 def first_detection(lines: list[dict], share: float = 0.8) -> int | None:

@@ -8,7 +8,8 @@ Each ``--variant NAME:TRAINER[:key=value,...]`` trains ``TRAINER`` (network kwar
 ``lr=`` sets the rate, ``optimizer=sgd`` nnU-Net's SGD recipe and initialisation, ``config=`` another configuration
 of the same data, e.g. vanilla ``3d_cpu`` beside ``3d_cpu_effnetb0``, ``partial_labels=off`` nnU-Net's loss, which
 teaches every structure a case did not annotate as background, ``known_negatives=off`` the partial-label loss
-without the other side's known negatives) for ``--steps`` iterations on fold ``-f`` of a
+without the other side's known negatives, ``known_negatives=bce`` with them as BCE voxels only (no exclusion term),
+``known_negatives=0.1`` with the exclusion term at that weight) for ``--steps`` iterations on fold ``-f`` of a
 preprocessed dataset, with nnU-Net's own data loader and augmentation in this process (``nnUNet_n_proc_DA=0``), the
 trainer's own ``train_step`` (bf16 on CPUs that have it) and its LR schedule stretched over ``--steps``. Every
 ``--every`` iterations the network predicts each validation case whole (one padded patch: the CPU configuration's
@@ -45,9 +46,10 @@ def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: 
     configuration = overrides.pop("config", configuration)
     unmasked = overrides.pop("partial_labels", "on") == "off"
     negatives = overrides.pop("known_negatives", "on")
-    no_negatives, bce_negatives = negatives == "off", negatives == "bce"
+    no_negatives = negatives == "off"
+    exclusion = None if negatives in ("on", "off") else 0.0 if negatives == "bce" else float(negatives)
     t = get_trainer_from_args(dataset, configuration, fold, trainer, "nnUNetPlans", device=torch.device("cpu"))
-    if overrides or lr or sgd or unmasked or no_negatives or bce_negatives:
+    if overrides or lr or sgd or unmasked or no_negatives or exclusion is not None:
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
         cls = type(t)
@@ -59,8 +61,8 @@ def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: 
             from nnunet_breast.trainers.partial_labels import PartialLabels
 
             body["_build_loss"] = lambda self: super(PartialLabels, self)._build_loss()
-        elif no_negatives or bce_negatives:  # the partial-label loss without the known negatives / their exclusion
-            body["_build_loss"] = _without_known_negatives(cls._build_loss, bce_only=bce_negatives)
+        elif no_negatives or exclusion is not None:  # the partial-label loss without known negatives / reweighted
+            body["_build_loss"] = _known_negatives(cls._build_loss, exclusion)
         sub = type(f"{cls.__name__}_{name}", (cls,), body)
         plans = {**t.plans_manager.plans, "continue_training": False}      # nnU-Net's trainer pops this key
         t = sub(plans, configuration, fold, t.dataset_json, torch.device("cpu"))
@@ -72,13 +74,14 @@ def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: 
     return name, t
 
 
-def _without_known_negatives(build, bce_only: bool = False):
+def _known_negatives(build, exclusion_weight: float | None):
+    """The loss without known negatives (None) or with its exclusion term weighted ``exclusion_weight``."""
     def _build_loss(self):
         loss = build(self)
-        if bce_only:
-            getattr(loss, "loss", loss).exclusion_weight = 0.0
-        else:
+        if exclusion_weight is None:
             getattr(loss, "loss", loss).exclusive = None
+        else:
+            getattr(loss, "loss", loss).exclusion_weight = exclusion_weight
         return loss
     return _build_loss
 
@@ -123,7 +126,8 @@ def evaluate(t, cases, names, annotated) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
-def curve(dataset: str, configuration: str, fold: int, spec: str, steps: int, every: int, seed: int = 0):
+def seed_everything(seed: int) -> None:
+    """The same weights and batches for every variant run with ``seed``."""
     import random
 
     import torch
@@ -131,12 +135,12 @@ def curve(dataset: str, configuration: str, fold: int, spec: str, steps: int, ev
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    name, t = make_trainer(dataset, configuration, fold, spec, steps)
-    t.initialize()
-    train_loader, _ = t.get_dataloaders()
-    cases = validation_cases(t)
-    names = [n for n in t.dataset_json["labels"] if n != "background"]
-    annotated = t.dataset_json.get("nnunet_breast", {}).get("annotated", {})
+
+
+def checkpoints(t, train_loader, steps: int, every: int):
+    """``steps`` iterations of the trainer's own ``train_step`` (its LR schedule stepped once per epoch, as
+    nnU-Net does); yields ``(step, seconds per step of train_step)`` every ``every`` iterations and at the last
+    (an evaluation there puts the network back into training mode)."""
     t.network.train()
     spent = 0.0
     for step in range(1, steps + 1):
@@ -147,11 +151,23 @@ def curve(dataset: str, configuration: str, fold: int, spec: str, steps: int, ev
         t.train_step(batch)
         spent += time.perf_counter() - start
         if step % every == 0 or step == steps:
-            scores = evaluate(t, cases, names, annotated)
-            sides = {k: round(scores.pop(k, float("nan")), 3) for k in SIDE_PAIRS}
-            yield {"variant": name, "step": step, "s_per_step": round(spent / step, 3), **sides,
-                   "mean_dsc": round(float(np.mean(list(scores.values()))), 3),
-                   "dsc": {k: round(v, 3) for k, v in scores.items()}}
+            yield step, round(spent / step, 3)
+
+
+def curve(dataset: str, configuration: str, fold: int, spec: str, steps: int, every: int, seed: int = 0):
+    seed_everything(seed)
+    name, t = make_trainer(dataset, configuration, fold, spec, steps)
+    t.initialize()
+    train_loader, _ = t.get_dataloaders()
+    cases = validation_cases(t)
+    names = [n for n in t.dataset_json["labels"] if n != "background"]
+    annotated = t.dataset_json.get("nnunet_breast", {}).get("annotated", {})
+    for step, s_per_step in checkpoints(t, train_loader, steps, every):
+        scores = evaluate(t, cases, names, annotated)
+        sides = {k: round(scores.pop(k, float("nan")), 3) for k in SIDE_PAIRS}
+        yield {"variant": name, "step": step, "s_per_step": s_per_step, **sides,
+               "mean_dsc": round(float(np.mean(list(scores.values()))), 3),
+               "dsc": {k: round(v, 3) for k, v in scores.items()}}
 
 
 def main() -> int:

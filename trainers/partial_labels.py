@@ -17,7 +17,8 @@ left-breast output a right breast it must not paint in a right-sided patient: me
 painted the same breast of new patients (docs/benchmarks.md, demo timings). They enter the BCE as background
 voxels and, as Shi et al.'s exclusion loss, a soft Dice of the prediction with them that the loss minimises:
 as BCE voxels alone they weigh a few thousand voxels against the whole patch, far less than the Dice of the
-annotated side, and one demo run in three still painted both breasts with both outputs.
+annotated side, and one demo run in three still painted both breasts with both outputs. With the exclusion term
+no run did; the small nodal levels then start later (none by 1000 demo iterations: docs/benchmarks.md).
 """
 from __future__ import annotations
 
