@@ -16,12 +16,11 @@ were >= 80 % found, for each seed. One JSON line per checkpoint, then a Markdown
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
 import numpy as np
-from learning_curve import checkpoints, seed_everything
+from learning_curve import checkpoints, curve_arguments, seed_everything
 
 os.environ["nnUNet_n_proc_DA"] = "0"
 
@@ -98,15 +97,8 @@ def first_detection(lines: list[dict], share: float = 0.8) -> int | None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-d", "--dataset", required=True)
-    ap.add_argument("-c", "--configuration", default="3d_clip_fullres")
-    ap.add_argument("-f", "--fold", type=int, default=0)
-    ap.add_argument("--variant", action="append", required=True, metavar="NAME:TRAINER[:key=value,...]")
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--every", type=int, default=50)
+    ap = curve_arguments(__doc__, "3d_clip_fullres", 200, 50)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     import torch
 

@@ -170,15 +170,21 @@ def curve(dataset: str, configuration: str, fold: int, spec: str, steps: int, ev
                "dsc": {k: round(v, 3) for k, v in scores.items()}}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def curve_arguments(doc: str, configuration: str, steps: int, every: int) -> argparse.ArgumentParser:
+    """The options every in-process training curve takes: dataset, configuration, fold, variants, length."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-d", "--dataset", required=True)
-    ap.add_argument("-c", "--configuration", default="3d_cpu_effnetb0")
+    ap.add_argument("-c", "--configuration", default=configuration)
     ap.add_argument("-f", "--fold", type=int, default=0)
     ap.add_argument("--variant", action="append", required=True, metavar="NAME:TRAINER[:key=value,...]")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--every", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--every", type=int, default=every)
     ap.add_argument("--threads", type=int, default=2)
+    return ap
+
+
+def main() -> int:
+    ap = curve_arguments(__doc__, "3d_cpu_effnetb0", 300, 100)
     ap.add_argument("--seed", type=int, default=0, help="every variant starts from this seed (weights, batches)")
     args = ap.parse_args()
     import torch
