@@ -20,26 +20,23 @@ import json
 import os
 
 import numpy as np
-from learning_curve import checkpoints, curve_arguments, seed_everything
+from learning_curve import checkpoints, curve_arguments, make_trainer, seed_everything
 
 os.environ["nnUNet_n_proc_DA"] = "0"
 
 
-def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: int):
-    import torch
-    from nnunetv2.run.run_training import get_trainer_from_args
+#: the learning_curve.make_trainer overrides that mean something for a clip trainer
+CLIP_OVERRIDES = ("foreground_patches", "lr")
 
-    name, trainer, *rest = spec.split(":")
-    overrides = dict(kv.split("=") for kv in rest[0].split(",")) if rest and rest[0] else {}
-    t = get_trainer_from_args(dataset, configuration, fold, trainer, "nnUNetPlans", device=torch.device("cpu"))
-    if "foreground_patches" in overrides:
-        t.oversample_foreground_percent = float(overrides.pop("foreground_patches"))
-    if "lr" in overrides:
-        t.initial_lr = float(overrides.pop("lr"))
-    if overrides:
-        raise SystemExit(f"unknown override(s) {sorted(overrides)} in {spec!r}")
-    t.num_epochs = max(1, steps // t.num_iterations_per_epoch)
-    return name, t
+
+def make_clip_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: int):
+    """:func:`learning_curve.make_trainer`, refusing overrides a clip trainer would silently ignore."""
+    _, _, *rest = spec.split(":")
+    keys = {kv.split("=")[0] for kv in rest[0].split(",")} if rest and rest[0] else set()
+    if keys - set(CLIP_OVERRIDES):
+        raise SystemExit(f"unknown override(s) {sorted(keys - set(CLIP_OVERRIDES))} in {spec!r}; "
+                         f"choose from {', '.join(CLIP_OVERRIDES)}")
+    return make_trainer(dataset, configuration, fold, spec, steps)
 
 
 def clip_counts(t, predictor, cases, val_keys) -> dict[str, list[int]]:
@@ -68,7 +65,7 @@ def curve(dataset: str, configuration: str, fold: int, spec: str, steps: int, ev
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     seed_everything(seed)
-    name, t = make_trainer(dataset, configuration, fold, spec, steps)
+    name, t = make_clip_trainer(dataset, configuration, fold, spec, steps)
     t.initialize()
     train_loader, _ = t.get_dataloaders()
     _, val_keys = t.do_split()

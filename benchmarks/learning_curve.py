@@ -9,7 +9,8 @@ Each ``--variant NAME:TRAINER[:key=value,...]`` trains ``TRAINER`` (network kwar
 of the same data, e.g. vanilla ``3d_cpu`` beside ``3d_cpu_effnetb0``, ``partial_labels=off`` nnU-Net's loss, which
 teaches every structure a case did not annotate as background, ``known_negatives=off`` the partial-label loss
 without the other side's known negatives, ``known_negatives=bce`` with them as BCE voxels only (no exclusion term),
-``known_negatives=0.1`` with the exclusion term at that weight) for ``--steps`` iterations on fold ``-f`` of a
+``known_negatives=0.1`` with the exclusion term at that weight, ``foreground_patches=`` the share of patches nnU-Net
+centres on foreground) for ``--steps`` iterations on fold ``-f`` of a
 preprocessed dataset, with nnU-Net's own data loader and augmentation in this process (``nnUNet_n_proc_DA=0``), the
 trainer's own ``train_step`` (bf16 on CPUs that have it) and its LR schedule stretched over ``--steps``. Every
 ``--every`` iterations the network predicts each validation case whole (one padded patch: the CPU configuration's
@@ -48,6 +49,7 @@ def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: 
     negatives = overrides.pop("known_negatives", "on")
     no_negatives = negatives == "off"
     exclusion = None if negatives in ("on", "off") else 0.0 if negatives == "bce" else float(negatives)
+    foreground_patches = overrides.pop("foreground_patches", None)
     t = get_trainer_from_args(dataset, configuration, fold, trainer, "nnUNetPlans", device=torch.device("cpu"))
     if overrides or lr or sgd or unmasked or no_negatives or exclusion is not None:
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -70,6 +72,8 @@ def make_trainer(dataset: str, configuration: str, fold: int, spec: str, steps: 
             t.initial_lr, t.weight_decay = 1e-2, 3e-5
         if lr:
             t.initial_lr = lr
+    if foreground_patches is not None:
+        t.oversample_foreground_percent = float(foreground_patches)
     t.num_epochs = max(1, steps // t.num_iterations_per_epoch)
     return name, t
 

@@ -103,7 +103,7 @@ def main() -> int:
 
     torch.set_num_threads(args.num_processes)
     chosen = args.variants.split(",")
-    if not set(chosen) <= set(VARIANTS) or not chosen:
+    if not set(chosen) <= set(VARIANTS):
         raise SystemExit(f"--variants: choose from {', '.join(VARIANTS)}")
     variants = {v: f"{v}:{args.trainer}{VARIANTS[v]}" for v in chosen}
     last: dict[str, dict] = {}
