@@ -39,7 +39,7 @@ class DemoError(UserError):
 
 
 class Demo:
-    def __init__(self, out: Path, device: str, n_train: int = 10, n_new: int = 2, cascade: bool = False,
+    def __init__(self, out: Path, device: str, n_train: int = 20, n_new: int = 2, cascade: bool = False,
                  breast_trainer: str | None = None, clip_suffix: str | None = None, n_train_clips: int = 5):
         self.out = Path(out).resolve()
         self.device = device

@@ -34,8 +34,8 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo"
     environ = child_environ(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1", nnUNet_compile="false")
     bindir = Path(sys.executable).parent
-    r = subprocess.run([str(bindir / "nnunet-breast"), "demo", "--out", str(out), "--quick", "--n-new", "2",
-                        "-device", "cpu"], capture_output=True, text=True, env=environ)
+    r = subprocess.run([str(bindir / "nnunet-breast"), "demo", "--out", str(out), "--quick", "--n-train", "10",
+                        "--n-new", "2", "-device", "cpu"], capture_output=True, text=True, env=environ)
     assert r.returncode == 0, (r.stdout[-4000:], r.stderr[-4000:])
     nn = {v: str(out / "nnunet" / v) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
     env2 = child_environ(**nn, nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1", nnUNet_compile="false")

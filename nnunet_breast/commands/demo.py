@@ -5,7 +5,7 @@
 Generates small synthetic cohorts (DICOM CT + RTSTRUCT), converts them, plans with stock nnU-Net + our plans,
 trains the breast model (EfficientNet-B0 U-Net) and the clip model on a short schedule (fold 0), evaluates
 (metrics.csv, tables, box plots), and predicts on new synthetic patients: NIfTI masks, RTSTRUCT, clips.json,
-tumour-bed proposal, PNG previews. About 10 minutes on 2 CPU cores; uses the GPU when there is one.
+tumour-bed proposal, PNG previews. About 12 minutes on 2 CPU cores; uses the GPU when there is one.
 --out is the demo's own folder and is rebuilt on every run (nnU-Net folders included, yours untouched).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from nnunet_breast.errors import UserError
 
-HELP = "run the whole pipeline on synthetic patients (about 10 min on 2 CPU cores)"
+HELP = "run the whole pipeline on synthetic patients (about 12 min on 2 CPU cores)"
 
 
 def add_arguments(p):
@@ -22,7 +22,7 @@ def add_arguments(p):
     p.add_argument("-device", "--device", choices=("cuda", "cpu"), help="default: cuda when available")
     p.add_argument("--cascade", action="store_true",
                    help="train the two-stage clip cascade (5 stage-1 folds + stage 2) instead of the single stage")
-    p.add_argument("--n-train", type=int, default=10, help="synthetic training patients of the breast model (10)")
+    p.add_argument("--n-train", type=int, default=20, help="synthetic training patients of the breast model (20)")
     p.add_argument("--n-train-clips", type=int, default=5, help="synthetic training patients of the clip model (5)")
     p.add_argument("--n-new", type=int, default=2, help="new synthetic patients to predict (2)")
     p.add_argument("--quick", action="store_true",
