@@ -130,15 +130,30 @@ def _dsc(a, b):
     return 2 * (a & b).sum() / max(1, a.sum() + b.sum())
 
 
-def test_fast_path_masks_are_nnunets_own_inside_the_body(wide_case):
-    from nnunet_breast.volumes.body import body_mask
+def test_fast_path_masks_inside_the_body_are_as_good_as_nnunets(wide_case):
+    """The fast path tiles the body's box, nnU-Net the whole field of view: the patches sit elsewhere, so masks
+    differ where the model is unsure (nnU-Net's patches also see more air, which the model never saw in training).
+    Inside the body the fast path must score as well against the reference (well-learnt structures within 0.02
+    DSC, the rest within 0.1); outside the box, nothing."""
+    from nnunet_breast.volumes.body import body_box, body_mask
 
     image = wide_case["image"]
-    body = body_mask(sitk.GetArrayFromImage(image).astype(np.float32), image.GetSpacing())
+    hu = sitk.GetArrayFromImage(image).astype(np.float32)
+    body, box = body_mask(hu, image.GetSpacing()), body_box(hu, image.GetSpacing())
+    outside = np.ones(hu.shape, bool)
+    outside[box] = False
+    well_learnt = 0
     for name in wide_case["structures"]:
         fast, whole = _mask(wide_case["out"]["fast_fp32"], name), _mask(wide_case["out"]["whole"], name)
-        np.testing.assert_array_equal(fast[body], whole[body], err_msg=name)
-    assert _mask(wide_case["out"]["whole"], "Heart")[body].sum() > 1000        # the model predicts a heart
+        ref = wide_case["ref"][name]
+        assert not fast[outside].any(), name
+        nnunet, ours = _dsc(whole[body], ref[body]), _dsc(fast[body], ref[body])
+        if nnunet > 0.8:
+            well_learnt += 1
+            assert ours >= nnunet - 0.02, (name, ours, nnunet)
+        elif nnunet > 0.3:
+            assert ours >= nnunet - 0.1, (name, ours, nnunet)
+    assert well_learnt >= 2                          # the model predicts heart and lungs
 
 
 def test_fast_path_skips_the_air_and_bf16_costs_at_most_half_a_dsc_point(trained, wide_case, monkeypatch):
@@ -152,14 +167,19 @@ def test_fast_path_skips_the_air_and_bf16_costs_at_most_half_a_dsc_point(trained
     for var, path in trained["dirs"].items():
         monkeypatch.setenv(var, str(path))
     predictor = make_predictor(ModelRef(601, TRAINER, CONFIG, folds=(0,)), "cpu", use_mirroring=False)
-    counts = []
+    images, tiled = [], []
+    sliding_window = predictor.predict_sliding_window_return_logits
 
-    def count(size):
-        kept = type(predictor)._internal_get_sliding_window_slicers(predictor, size)
-        counts.append((len(kept), len(nnUNetPredictor._internal_get_sliding_window_slicers(predictor, size))))
-        return kept
+    def record_image(x):
+        images.append(tuple(x.shape[1:]))
+        return sliding_window(x)
 
-    monkeypatch.setattr(predictor, "_internal_get_sliding_window_slicers", count)
+    def record_tiling(size):
+        tiled.append(tuple(size))
+        return nnUNetPredictor._internal_get_sliding_window_slicers(predictor, size)
+
+    monkeypatch.setattr(predictor, "predict_sliding_window_return_logits", record_image)
+    monkeypatch.setattr(predictor, "_internal_get_sliding_window_slicers", record_tiling)
     image, props = SimpleITKIO().read_images([str(wide_case["file"])])
     dsc = {}
     for precision in (("bf16", "fp32") if cpu_bf16_supported() else ("fp32",)):
@@ -167,9 +187,11 @@ def test_fast_path_skips_the_air_and_bf16_costs_at_most_half_a_dsc_point(trained
         _, probabilities = predictor.predict_single_npy_array(image, props, None, None, True)
         dsc[precision] = {n: _dsc(probabilities[i] >= 0.5, wide_case["ref"][n])
                           for i, n in enumerate(wide_case["structures"]) if n in ("Heart", "Lung_L", "Lung_R")}
-    kept, total = counts[0]
-    assert 0 < kept <= 0.6 * total, counts          # most of a wide field of view is air: its patches are skipped
-    print(f"fast path: {kept} of nnU-Net's {total} patches run")
+    whole_grid = tuple(max(n, p) for n, p in zip(images[0], predictor.configuration_manager.patch_size))
+    total = len(nnUNetPredictor._internal_get_sliding_window_slicers(predictor, whole_grid))
+    kept = len(nnUNetPredictor._internal_get_sliding_window_slicers(predictor, tiled[0]))
+    assert tiled[0] != whole_grid and 0 < kept <= 0.6 * total, (images, tiled)    # a wide field of view is air
+    print(f"fast path: {kept} patches where nnU-Net's whole grid has {total}")
     assert all(d > 0.3 for d in dsc["fp32"].values()), dsc                   # the model predicts them
     if "bf16" not in dsc:
         pytest.skip("this CPU has no native bf16 (AMX / AVX512-BF16): the fast path runs in fp32 here")
