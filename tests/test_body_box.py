@@ -45,3 +45,11 @@ def test_box_of_an_array_in_another_axis_order_is_the_same_box(ct):
 def test_no_body_no_box():
     air = sitk.GetImageFromArray(np.full((8, 32, 32), -1000, np.float32))
     assert body_box(sitk.GetArrayFromImage(air), air.GetSpacing()) is None
+
+
+def test_a_box_narrower_than_the_patch_is_widened_with_the_images_own_voxels():
+    from nnunet_breast.inference.fast_path import widened
+
+    box = (slice(10, 20), slice(0, 40), slice(90, 98))
+    assert widened(box, (100, 50, 100), (16, 32, 32)) == (slice(7, 23), slice(0, 40), slice(68, 100))
+    assert widened((slice(0, 16), slice(5, 15)), (16, 20), (16, 32))[1] == slice(0, 20)   # never beyond the image

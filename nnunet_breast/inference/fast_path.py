@@ -8,8 +8,8 @@ so the sliding window spends most patches outside the body. :class:`FastPathPred
   :func:`nnunet_breast.volumes.body.body_mask`) and runs nnU-Net's own sliding window on that box, as nnU-Net
   runs it on its crop to nonzero; everything outside the box is background. nnU-Net tiles the box with as few
   patches as cover it, not the whole field of view: a patch as wide as half the field of view would otherwise
-  still touch the box on every tile. The patches then sit elsewhere than on the whole grid, so masks inside the
-  body agree with nnU-Net's whole-image prediction up to the blending of other tiles (tests/test_learning.py);
+  still touch the box on every tile. The patches then sit elsewhere than on the whole grid, so masks can differ
+  where the model is unsure; tests/test_learning.py holds them to nnU-Net's accuracy against the reference;
 * runs each patch under bf16 autocast, network and patch in channels-last memory, on CPUs that compute bf16
   natively (nnU-Net autocasts on CUDA only; ``nnUNet_breast_cpu_bf16=0`` forces fp32).
 
@@ -88,8 +88,8 @@ class FastPathPredictor(nnUNetPredictor):
 
 def widened(box: tuple, shape, patch_size) -> tuple:
     """``box`` grown, about its centre and inside the image, to at least the patch along each axis: nnU-Net would
-    pad a smaller crop with zeros (the normalised mean, soft tissue, not air); the image's own air is the context
-    the whole-image prediction has (measured: closer to the reference than the padded crop, tests/test_learning.py)."""
+    pad a smaller crop with zeros (the normalised mean: soft tissue, not air), a context the network never sees on
+    the whole image; the image's own air is the context it has there."""
     out = []
     for b, n, p in zip(box, shape, patch_size):
         if b.stop - b.start < p:
