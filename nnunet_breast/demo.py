@@ -39,8 +39,9 @@ class DemoError(UserError):
 
 
 class Demo:
-    def __init__(self, out: Path, device: str, n_train: int = 20, n_new: int = 2, cascade: bool = False,
-                 breast_trainer: str | None = None, clip_suffix: str | None = None, n_train_clips: int = 5):
+    def __init__(self, out: Path, device: str, n_train: int, n_new: int, cascade: bool = False,
+                 breast_trainer: str | None = None, clip_suffix: str | None = None, *, n_train_clips: int):
+        """Case counts without defaults: ``nnunet-breast demo``'s options hold them, in one place."""
         self.out = Path(out).resolve()
         self.device = device
         self.n_train, self.n_new, self.cascade, self.n_train_clips = n_train, n_new, cascade, n_train_clips
