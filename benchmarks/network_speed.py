@@ -5,7 +5,11 @@ same process, once with the anisotropic strides nnU-Net plans for 1 x 1 x 3 mm (
 default: z is not downsampled at the first level) and once with isotropic strides (``--topology iso``, the
 topology MONAI's FlexibleUNet always uses). The JSON line on stdout gives the ratios.
 
-  python benchmarks/network_speed.py [--threads 2] [--device cpu|cuda] [--repeats 3]
+On a CPU each network is timed in fp32 and, with ``--precision fp32 bf16`` (default where the CPU computes bf16
+natively), as the prediction fast path runs it: bf16 autocast, channels-last, instance norms as their
+channels-last equivalent (``nnunet_breast.trainers.cpu.channels_last``), the same for both networks.
+
+  python benchmarks/network_speed.py [--threads 2] [--device cpu|cuda] [--repeats 3] [--precision fp32 bf16]
   python benchmarks/network_speed.py --whole-case --device cuda     # + sliding-window inference of a full case
 """
 from __future__ import annotations
@@ -53,8 +57,13 @@ def _autocast(x):
     return torch.autocast("cuda", enabled=x.is_cuda)
 
 
-def forward_seconds(net, x, repeats: int) -> float:
-    with torch.no_grad(), _autocast(x):
+def forward_seconds(net, x, repeats: int, precision: str = "fp32") -> float:
+    """Seconds per forward pass; ``bf16``: on a CPU, the fast path's way (the caller converted ``net`` with
+    ``channels_last``)."""
+    if precision == "bf16":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    cast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else _autocast(x)
+    with torch.no_grad(), cast:
         net(x)
         if x.is_cuda:
             torch.cuda.synchronize()
@@ -143,7 +152,12 @@ def main() -> None:
     ap.add_argument("--topology", choices=tuple(TOPOLOGIES), default="aniso")
     ap.add_argument("--whole-case", action="store_true")
     ap.add_argument("--train-step", action="store_true", help="also time a training iteration (batch 2)")
+    ap.add_argument("--precision", nargs="+", choices=("fp32", "bf16"),
+                    help="CPU forward precisions (default fp32, + bf16 where the CPU computes it natively)")
     args = ap.parse_args()
+    from nnunet_breast.trainers.cpu import channels_last, cpu_bf16_supported
+
+    precisions = args.precision or (["fp32", "bf16"] if args.device == "cpu" and cpu_bf16_supported() else ["fp32"])
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True      # as nnU-Net's trainer and predictor set it
@@ -158,10 +172,19 @@ def main() -> None:
         if args.train_step:
             step, peak = train_step_seconds(net, x, args.repeats)
             result[f"{name}_train_step_s"], result[f"{name}_train_peak_GiB"] = round(step, 4), round(peak, 2)
-    base = result["nnunet_plainconvunet_forward_s"]
-    result["speedup_vs_plainconvunet"] = round(base / result["effnetb0_unet_forward_s"], 2)
-    if "monai_flexibleunet_b0_forward_s" in result:
-        result["speedup_vs_monai"] = round(result["monai_flexibleunet_b0_forward_s"] / result["effnetb0_unet_forward_s"], 2)
+    if "bf16" in precisions and device.type == "cpu":
+        for name, net in nets.items():      # after the fp32 runs: channels_last changes the modules
+            # channels-last memory alone first (PyTorch's CPU instance norm copies out of it), then the fast path's
+            net = net.to(memory_format=torch.channels_last_3d)
+            result[f"{name}_forward_bf16_instance_norm_s"] = round(forward_seconds(net, x, args.repeats, "bf16"), 4)
+            result[f"{name}_forward_bf16_s"] = round(forward_seconds(channels_last(net), x, args.repeats, "bf16"), 4)
+    for suffix in ("", "_bf16"):
+        ours = result.get(f"effnetb0_unet_forward{suffix}_s")
+        if ours is None:
+            continue
+        result[f"speedup_vs_plainconvunet{suffix}"] = round(result[f"nnunet_plainconvunet_forward{suffix}_s"] / ours, 2)
+        if f"monai_flexibleunet_b0_forward{suffix}_s" in result:
+            result[f"speedup_vs_monai{suffix}"] = round(result[f"monai_flexibleunet_b0_forward{suffix}_s"] / ours, 2)
     if args.train_step:
         result["train_speedup_vs_plainconvunet"] = round(result["nnunet_plainconvunet_train_step_s"]
                                                          / result["effnetb0_unet_train_step_s"], 2)

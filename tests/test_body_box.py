@@ -5,7 +5,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_breast.synth.cohort import make_case
-from nnunet_breast.volumes.body import BODY_MARGIN_MM, body_box, body_mask
+from nnunet_breast.volumes.body import BODY_MARGIN_MM, BOX_GRID_MM, body_box, body_mask
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +27,14 @@ def test_box_holds_the_body_and_the_margin_and_cuts_air(ct):
     assert body.any() and not (body & ~inside).any()                   # no body voxel outside the box
     assert inside.sum() < 0.5 * inside.size                            # most of the air around the patient goes
     spacing_zyx = np.array(ct.GetSpacing()[::-1])
-    for axis in (1, 2):                                                # in-plane: the margin of air is there
+    for axis in (1, 2):     # in-plane: the margin of air is there, and at most 2 steps of the box's grid more
         other = tuple(a for a in range(3) if a != axis)
         idx = np.flatnonzero(body.any(axis=other))
-        lo, hi = box[axis].start, box[axis].stop
-        want = int(np.ceil(BODY_MARGIN_MM / spacing_zyx[axis]))
-        assert lo == max(0, idx[0] - want) and hi == min(body.shape[axis], idx[-1] + 1 + want)
+        lo, hi, n = box[axis].start, box[axis].stop, body.shape[axis]
+        want, step = int(np.ceil(BODY_MARGIN_MM / spacing_zyx[axis])), round(BOX_GRID_MM / spacing_zyx[axis])
+        assert step == 2                                               # 1.27 mm: the body is found on 2.54 mm
+        assert max(0, idx[0] - want - 2 * step) <= lo <= max(0, idx[0] - want), (lo, idx[0], want)
+        assert min(n, idx[-1] + 1 + want) <= hi <= min(n, idx[-1] + 1 + want + 2 * step), (hi, idx[-1], want)
 
 
 def test_box_of_an_array_in_another_axis_order_is_the_same_box(ct):
@@ -53,3 +55,29 @@ def test_a_box_narrower_than_the_patch_is_widened_with_the_images_own_voxels():
     box = (slice(10, 20), slice(0, 40), slice(90, 98))
     assert widened(box, (100, 50, 100), (16, 32, 32)) == (slice(7, 23), slice(0, 40), slice(68, 100))
     assert widened((slice(0, 16), slice(5, 15)), (16, 20), (16, 32))[1] == slice(0, 20)   # never beyond the image
+
+
+@pytest.mark.parametrize("patch,spacing,target", [(256, 1.27, 1.1699999570846558), (56, 3.0, 3.0), (5, 0.5, 1.0),
+                                                   (96, 0.9765625, 1.5), (40, 2.5, 3.0)])
+def test_voxels_for_a_patch_resample_to_the_patch_and_one_fewer_does_not(patch, spacing, target):
+    """The CT crop the fast path hands nnU-Net: its resampling (``round(n * spacing / target)``) gives at least a
+    patch (no zero padding), and no more voxels than that need (an extra tile of the sliding window)."""
+    from nnunet_breast.inference.fast_path import voxels_for_patch
+
+    n = voxels_for_patch(patch, spacing, target)
+    assert round(n * spacing / target) >= patch > round((n - 1) * spacing / target)
+
+
+def test_pasted_puts_the_box_back_on_the_grid_with_the_fill_elsewhere():
+    from nnunet_breast.inference.fast_path import pasted
+
+    inside = np.arange(2 * 2 * 3 * 4, dtype=np.float32).reshape(2, 2, 3, 4)
+    box = (slice(1, 3), slice(0, 3), slice(2, 6))
+    out = pasted(inside, box, (4, 5, 6), np.array([1.0, 0.0], np.float32).reshape(2, 1, 1, 1))
+    assert out.shape == (2, 4, 5, 6) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[(slice(None), *box)], inside)
+    rest = np.ones((4, 5, 6), bool)
+    rest[box] = False
+    assert (out[0][rest] == 1).all() and (out[1][rest] == 0).all()
+    mask = pasted(np.ones((2, 3, 4), bool), box, (4, 5, 6))
+    assert mask.sum() == 24 and mask[box].all()

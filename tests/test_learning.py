@@ -160,6 +160,7 @@ def test_fast_path_skips_the_air_and_bf16_costs_at_most_half_a_dsc_point(trained
     """In process: how many of nnU-Net's patches the fast path runs, and bf16 vs fp32 DSC against the reference."""
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 
     from nnunet_breast.inference.predictor import ModelRef, make_predictor
     from nnunet_breast.trainers.cpu import cpu_bf16_supported
@@ -187,7 +188,8 @@ def test_fast_path_skips_the_air_and_bf16_costs_at_most_half_a_dsc_point(trained
         _, probabilities = predictor.predict_single_npy_array(image, props, None, None, True)
         dsc[precision] = {n: _dsc(probabilities[i] >= 0.5, wide_case["ref"][n])
                           for i, n in enumerate(wide_case["structures"]) if n in ("Heart", "Lung_L", "Lung_R")}
-    whole_grid = tuple(max(n, p) for n, p in zip(images[0], predictor.configuration_manager.patch_size))
+    whole = compute_new_shape(image.shape[1:], props["spacing"], predictor.configuration_manager.spacing)
+    whole_grid = tuple(max(n, p) for n, p in zip(whole, predictor.configuration_manager.patch_size))
     total = len(nnUNetPredictor._internal_get_sliding_window_slicers(predictor, whole_grid))
     kept = len(nnUNetPredictor._internal_get_sliding_window_slicers(predictor, tiled[0]))
     assert tiled[0] != whole_grid and 0 < kept <= 0.6 * total, (images, tiled)    # a wide field of view is air

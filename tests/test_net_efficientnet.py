@@ -314,3 +314,32 @@ def test_separable_decoder_option_keeps_shapes_and_cuts_parameters():
     assert n(sep) < n(conv)
     with pytest.raises(ValueError, match="decoder_block"):
         EfficientNetUNet3d(1, 4, strides, kernels, decoder_block="dense")
+
+
+def test_channels_last_keeps_the_network_and_its_weights_and_drops_instance_norms():
+    """The CPU fast path's network: same outputs (fp32), same state-dict keys, no InstanceNorm3d left, every
+    activation channels-last (the instance norm returned contiguous tensors)."""
+    from nnunet_breast.trainers.cpu import channels_last
+
+    torch.manual_seed(0)
+    net = EfficientNetUNet3d(1, 3, ANISO_STRIDES, ANISO_KERNELS, **NARROW).eval()
+    for m in net.modules():         # non-trivial affine parameters, so that sharing them is tested
+        if isinstance(m, nn.InstanceNorm3d):
+            nn.init.normal_(m.weight, 1.0, 0.2), nn.init.normal_(m.bias, 0.0, 0.2)
+    x = torch.randn(1, 1, 16, 64, 64)
+    keys = list(net.state_dict())
+    with torch.no_grad():
+        before = net(x)
+        fast = channels_last(net)
+        after = fast(x.contiguous(memory_format=torch.channels_last_3d))
+    assert fast is net and list(net.state_dict()) == keys
+    assert not any(isinstance(m, nn.InstanceNorm3d) for m in net.modules())
+    assert sum(isinstance(m, nn.GroupNorm) for m in net.modules()) > 20
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+    layouts = []                    # under the fast path's bf16 autocast, every activation stays channels-last
+    for m in net.modules():
+        m.register_forward_hook(lambda m, i, o: layouts.append(
+            o.is_contiguous(memory_format=torch.channels_last_3d)) if isinstance(o, torch.Tensor) else None)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        net(x.contiguous(memory_format=torch.channels_last_3d))
+    assert len(layouts) > 100 and all(layouts)

@@ -33,6 +33,22 @@ def use_cpu_bf16(device: torch.device) -> bool:
     return cpu_bf16_supported()
 
 
+def channels_last(network: torch.nn.Module) -> torch.nn.Module:
+    """``network`` in channels-last 3D memory with each ``InstanceNorm3d`` as the same normalisation in a
+    channels-last kernel: ``GroupNorm`` with one group per channel, sharing its parameters (state-dict keys
+    unchanged). PyTorch's CPU instance norm has no channels-last kernel: it copies every activation to
+    contiguous memory and hands the next convolution a contiguous tensor (docs/benchmarks.md, network speed)."""
+    for name, child in list(network.named_children()):
+        if isinstance(child, torch.nn.InstanceNorm3d) and not child.track_running_stats:
+            norm = torch.nn.GroupNorm(child.num_features, child.num_features, child.eps, child.affine)
+            if child.affine:
+                norm.weight, norm.bias = child.weight, child.bias
+            setattr(network, name, norm)
+        else:
+            channels_last(child)
+    return network.to(memory_format=torch.channels_last_3d)
+
+
 def cpu_autocast(device: torch.device):
     """bf16 autocast on a bf16-capable CPU, else nothing (CUDA autocast stays nnU-Net's)."""
     return torch.autocast("cpu", dtype=torch.bfloat16) if use_cpu_bf16(device) else contextlib.nullcontext()

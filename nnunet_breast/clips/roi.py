@@ -39,6 +39,8 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_breast.volumes.components import bounding_box
+
 SOURCES = ("prediction", "fallback_breast", "fallback_body")
 
 
@@ -120,15 +122,8 @@ def clip_probability(npz_file: Path) -> np.ndarray:
 
 def _bbox(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(start, stop) of the True voxels of a 3-D mask, or None when it has none."""
-    if not mask.any():
-        return None
-    start, stop = [], []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
-        start.append(int(idx[0]))
-        stop.append(int(idx[-1]) + 1)
-    return np.array(start), np.array(stop)
+    box = bounding_box(mask)
+    return None if box is None else (np.array([b.start for b in box]), np.array([b.stop for b in box]))
 
 
 def _grow(start: np.ndarray, stop: np.ndarray, shape: Sequence[int], margin_vox: np.ndarray,

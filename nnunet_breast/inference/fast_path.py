@@ -3,14 +3,19 @@
 A planning CT is mostly air around the patient, and nnU-Net's crop-to-nonzero keeps it (air is -1000 HU, not 0),
 so the sliding window spends most patches outside the body. :class:`FastPathPredictor` is nnU-Net's predictor that
 
-* crops the preprocessed image to the body's bounding box grown by ``volumes.body.BODY_MARGIN_MM`` (the body
-  found on the preprocessed image as on the CT: HU >= -150, largest component;
-  :func:`nnunet_breast.volumes.body.body_mask`) and runs nnU-Net's own sliding window on that box, as nnU-Net
-  runs it on its crop to nonzero; everything outside the box is background. nnU-Net tiles the box with as few
-  patches as cover it, not the whole field of view: a patch as wide as half the field of view would otherwise
-  still touch the box on every tile. The patches then sit elsewhere than on the whole grid, so masks can differ
-  where the model is unsure; tests/test_learning.py holds them to nnU-Net's accuracy against the reference;
-* runs each patch under bf16 autocast, network and patch in channels-last memory, on CPUs that compute bf16
+* in memory (``predict_single_npy_array``, what ``predict`` uses), crops the CT to the body's bounding box grown
+  by ``volumes.body.BODY_MARGIN_MM`` (:func:`nnunet_breast.volumes.body.body_box`: HU >= -150, largest component)
+  before nnU-Net sees it, so that nnU-Net's resampling, sliding window and export all run on the box, and pastes
+  the result back into background; the box is widened to at least one patch with the CT's own air (nnU-Net
+  would pad a smaller crop with zeros: soft tissue after CT normalisation, a context the model never saw);
+* on nnU-Net's file route (``predict_from_files``: the clip models), crops the preprocessed image the same way
+  and runs nnU-Net's own sliding window on that box, everything outside it background.
+  nnU-Net tiles the box with as few patches as cover it, not the whole field of view: a patch as wide as half the
+  field of view would otherwise still touch the box on every tile. The patches then sit elsewhere than on the
+  whole grid, so masks can differ where the model is unsure; tests/test_learning.py holds them to nnU-Net's
+  accuracy against the reference;
+* runs each patch under bf16 autocast, network and patch in channels-last memory (instance norms as their
+  channels-last equivalent, :func:`~nnunet_breast.trainers.cpu.channels_last`), on CPUs that compute bf16
   natively (nnU-Net autocasts on CUDA only; ``nnUNet_breast_cpu_bf16=0`` forces fp32).
 
 ``--no-fast-path`` (``predict``, ``predict-clips``) gives nnU-Net's predictor unchanged.
@@ -21,7 +26,7 @@ import numpy as np
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-from nnunet_breast.trainers.cpu import cpu_autocast, use_cpu_bf16
+from nnunet_breast.trainers.cpu import channels_last, cpu_autocast, use_cpu_bf16
 from nnunet_breast.volumes.body import body_box
 
 #: logit outside the body's box: a sigmoid of ~5e-5, background for region heads
@@ -33,12 +38,48 @@ class FastPathPredictor(nnUNetPredictor):
 
     _box: tuple | None = None                 # the body box of the case being predicted
     _box_for: torch.Tensor | None = None      # the case it was found on (every fold predicts the same tensor)
+    _cropped = False                          # predicting a CT already cropped to its body box
+
+    def predict_in_body_box(self, input_image: np.ndarray, image_properties: dict,
+                            save_or_return_probabilities: bool = False) -> tuple[tuple, np.ndarray, np.ndarray | None]:
+        """(box, label map, probabilities or None) of nnU-Net's in-memory prediction of the CT cropped to the
+        body's box: the arrays cover ``box`` (slices of ``input_image``'s grid; the whole grid where no box
+        applies) and everything outside it is background."""
+        box = self._raw_body_region(input_image, image_properties["spacing"])
+        if box is None:
+            box = tuple(slice(0, n) for n in input_image.shape[1:])
+        self._cropped = True            # the preprocessed crop is the box: no second search in the sliding window
+        try:
+            out = super().predict_single_npy_array(np.ascontiguousarray(input_image[(slice(None), *box)]),
+                                                   image_properties, None, None, save_or_return_probabilities)
+        finally:
+            self._cropped = False
+        seg, probabilities = out if save_or_return_probabilities else (out, None)
+        return box, seg, probabilities
+
+    def predict_single_npy_array(self, input_image: np.ndarray, image_properties: dict,
+                                 segmentation_previous_stage: np.ndarray | None = None,
+                                 output_file_truncated: str | None = None, save_or_return_probabilities: bool = False):
+        """nnU-Net's call, answered by :meth:`predict_in_body_box` on the whole grid (label 0 outside the box,
+        probability 1 for background's channel of softmax heads, 0 for every region of region heads)."""
+        if segmentation_previous_stage is not None or output_file_truncated is not None:
+            return super().predict_single_npy_array(input_image, image_properties, segmentation_previous_stage,
+                                                    output_file_truncated, save_or_return_probabilities)
+        box, seg, probabilities = self.predict_in_body_box(input_image, image_properties,
+                                                           save_or_return_probabilities)
+        seg = pasted(seg, box, input_image.shape[1:])
+        if probabilities is None:
+            return seg
+        background = np.zeros((len(probabilities), 1, 1, 1), probabilities.dtype)
+        background[0] = 0 if self.label_manager.has_regions else 1
+        return seg, pasted(probabilities, box, input_image.shape[1:], background)
 
     def predict_sliding_window_return_logits(self, input_image: torch.Tensor):
         if self._box_for is not input_image:
-            self._box, self._box_for = self._body_region(input_image), input_image
+            self._box_for = input_image
+            self._box = None if self._cropped else self._body_region(input_image)
         if use_cpu_bf16(self.device) and input_image.ndim == 4:
-            self.network = self.network.to(memory_format=torch.channels_last_3d)
+            self.network = channels_last(self.network)
         if self._box is None:
             return super().predict_sliding_window_return_logits(input_image)
         inside = super().predict_sliding_window_return_logits(input_image[(slice(None), *self._box)])
@@ -68,8 +109,23 @@ class FastPathPredictor(nnUNetPredictor):
         box = body_box(hu, list(self.configuration_manager.spacing)[::-1])
         if box is None:
             return None
-        box = widened(box, hu.shape, self.configuration_manager.patch_size)
-        return None if all(b.stop - b.start == n for b, n in zip(box, hu.shape)) else box
+        return _unless_whole(widened(box, hu.shape, self.configuration_manager.patch_size), hu.shape)
+
+    def _raw_body_region(self, image: np.ndarray, spacing: list) -> tuple | None:
+        """The body box (+ margin) as slices of the CT as nnU-Net receives it (channel 0 in HU; ``spacing`` in
+        the array's axis order), widened to at least one patch once resampled; None as in :meth:`_body_region`."""
+        patch = self.configuration_manager.patch_size
+        scheme = self.configuration_manager.normalization_schemes[0]
+        if len(patch) != image.ndim - 1 or scheme not in ("CTNormalization", "NoNormalization"):
+            return None
+        box = body_box(np.asarray(image[0], np.float32), list(spacing)[::-1])
+        if box is None:
+            return None
+        need = [0] * len(patch)
+        for axis, (p, target) in enumerate(zip(patch, self.configuration_manager.spacing)):
+            raw_axis = self.plans_manager.transpose_forward[axis]   # nnU-Net's preprocessing transposes first
+            need[raw_axis] = voxels_for_patch(p, spacing[raw_axis], target)
+        return _unless_whole(widened(box, image.shape[1:], need), image.shape[1:])
 
     def _hounsfield(self, data: torch.Tensor) -> np.ndarray | None:
         """Channel 0 back in HU: CTNormalization inverted, raw HU (our clip models) as is; None otherwise or where
@@ -98,3 +154,24 @@ def widened(box: tuple, shape, patch_size) -> tuple:
         out.append(b)
     return tuple(out)
 
+
+def _unless_whole(box: tuple, shape) -> tuple | None:
+    return None if all(b.stop - b.start == n for b, n in zip(box, shape)) else box
+
+
+def pasted(inside: np.ndarray, box: tuple, shape, fill=0) -> np.ndarray:
+    """``inside`` (covering ``box``, slices of the last ``len(shape)`` axes) on the whole ``shape`` grid, ``fill``
+    (broadcast over the grid) elsewhere."""
+    out = np.empty((*inside.shape[:inside.ndim - len(shape)], *shape), inside.dtype)
+    out[...] = fill
+    out[(Ellipsis, *box)] = inside
+    return out
+
+
+def voxels_for_patch(patch: int, spacing: float, target_spacing: float) -> int:
+    """The fewest voxels at ``spacing`` that nnU-Net's resampling to ``target_spacing`` turns into at least
+    ``patch`` voxels (its new shape is ``round(n * spacing / target_spacing)``); one more would add a tile."""
+    n = max(1, int(np.floor((patch - 0.5) * target_spacing / spacing)))
+    while int(round(n * spacing / target_spacing)) < patch:
+        n += 1
+    return n

@@ -45,6 +45,7 @@ from nnunet_breast.dicom.rtstruct_export import RTStructSettings
 from nnunet_breast.dicom.rtstruct_merge import match_structure_sets, structure_set_for
 from nnunet_breast.errors import UserError
 from nnunet_breast.inference.ensemble import FoldVotes, fold_logits_hook
+from nnunet_breast.inference.fast_path import pasted
 from nnunet_breast.inference.inputs import InputCT, InputError, check_output_outside, list_inputs, read_input
 from nnunet_breast.inference.predictor import ModelRef, make_predictor, predict_probabilities
 from nnunet_breast.structures.regions import OverlapEncoding
@@ -213,9 +214,12 @@ def _predict_breast(cases: list[InputCT], opts: PredictOptions) -> tuple[dict, d
     for c in cases:
         votes = FoldVotes(lambda logits: encoding.decode_regions(logits, threshold=0.0))    # logit 0 = p 0.5
         with fold_logits_hook(predictor, votes.add) if opts.qa_report else nullcontext():
-            probabilities = predict_probabilities(predictor, c.lps())           # the layout models learnt
+            lps = c.lps()                                                       # the layout models learnt
+            box, probabilities = predict_probabilities(predictor, lps)
         regions = encoding.decode_regions(probabilities)
-        out[c.case_id] = {name: np.ascontiguousarray(c.from_lps(m)) for name, m in regions.items()}   # CT grid
+        shape = lps.GetSize()[::-1]
+        out[c.case_id] = {name: np.ascontiguousarray(c.from_lps(pasted(m, box, shape)))      # CT grid
+                          for name, m in regions.items()}
         agreement[c.case_id] = votes.agreement()
     return out, agreement
 

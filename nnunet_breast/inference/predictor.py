@@ -129,8 +129,10 @@ def predict_files(predictor, inputs: Sequence[Sequence[Path]], outputs: Sequence
                                  num_processes_segmentation_export=num_processes_export)
 
 
-def predict_probabilities(predictor, image) -> np.ndarray:
-    """One CT (SimpleITK image in the layout the model learnt) -> nnU-Net's probabilities [c, z, y, x] on its grid.
+def predict_probabilities(predictor, image) -> tuple[tuple, np.ndarray]:
+    """One CT (SimpleITK image in the layout the model learnt) -> (box, nnU-Net's probabilities [c, *box]): the
+    probabilities on the CT's [z, y, x] grid inside ``box`` (slices; the whole grid unless the fast path cropped
+    the CT to the body), background outside.
 
     In this process, through ``nnUNetPredictor.predict_single_npy_array`` (nnU-Net's preprocessing, sliding window
     and export, the array read as nnU-Net's ``SimpleITKIO`` reads a file): the file route would write a planning
@@ -138,7 +140,12 @@ def predict_probabilities(predictor, image) -> np.ndarray:
     """
     import SimpleITK as sitk
 
+    from nnunet_breast.inference.fast_path import FastPathPredictor
+
     array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)[None]
-    _, probabilities = predictor.predict_single_npy_array(array, {"spacing": list(image.GetSpacing())[::-1]},
-                                                          None, None, True)
-    return probabilities
+    props = {"spacing": list(image.GetSpacing())[::-1]}
+    if isinstance(predictor, FastPathPredictor):
+        box, _, probabilities = predictor.predict_in_body_box(array, props, True)
+        return box, probabilities
+    _, probabilities = predictor.predict_single_npy_array(array, props, None, None, True)
+    return tuple(slice(0, n) for n in array.shape[1:]), probabilities

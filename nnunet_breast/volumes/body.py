@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from nnunet_breast.volumes.components import label_components
+from nnunet_breast.volumes.components import bounding_box, label_components
 
 
 def _ball(radius_mm: float, spacing_zyx) -> np.ndarray:
@@ -53,14 +53,21 @@ BODY_MARGIN_MM = 20.0
 Box = tuple[slice, slice, slice]          # [z, y, x] slices of the whole grid
 
 
+#: the body box is found on every k-th voxel, k the nearest to this spacing (mm): a box grown by centimetres needs
+#: no finer grid, and the body mask of a planning CT's full grid costs seconds
+BOX_GRID_MM = 2.5
+
+
 def body_box(hu: np.ndarray, spacing_xyz, margin_mm: float = BODY_MARGIN_MM) -> Box | None:
     """Slices of the body's bounding box in an HU array (``spacing_xyz`` in SimpleITK order, as
-    :func:`body_mask`; any axis order) grown by ``margin_mm``; None when no body is found."""
-    body = body_mask(hu, spacing_xyz)
-    if not body.any():
-        return None
+    :func:`body_mask`; any axis order) grown by ``margin_mm`` and by one step of the :data:`BOX_GRID_MM` grid the
+    body is found on (the body may reach that far past its last sampled voxel); None when no body is found."""
     spacing_zyx = np.array(spacing_xyz[::-1], float)
-    pad = np.ceil(margin_mm / spacing_zyx).astype(int)
-    nonzero = [np.flatnonzero(body.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    return tuple(slice(max(0, int(idx[0] - p)), min(int(n), int(idx[-1] + 1 + p)))
-                 for idx, p, n in zip(nonzero, pad, body.shape))
+    step = np.maximum(1, np.round(BOX_GRID_MM / spacing_zyx)).astype(int)
+    body = body_mask(hu[tuple(slice(None, None, int(k)) for k in step)], (spacing_zyx * step)[::-1])
+    box = bounding_box(body)
+    if box is None:
+        return None
+    pad = np.ceil(margin_mm / spacing_zyx).astype(int) + (step - 1)
+    return tuple(slice(max(0, b.start * int(k) - int(p)), min(int(n), (b.stop - 1) * int(k) + 1 + int(p)))
+                 for b, k, p, n in zip(box, step, pad, hu.shape))

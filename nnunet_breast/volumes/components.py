@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["label_components", "components", "remove_islands"]
+__all__ = ["label_components", "components", "remove_islands", "bounding_box"]
 
 
 def label_components(mask: np.ndarray, min_voxels: int = 1, connectivity: int | None = None):
@@ -60,8 +60,28 @@ def components(mask: np.ndarray, spacing_zyx, origin_zyx=None, min_voxels: int =
 def remove_islands(mask: np.ndarray, spacing_zyx, min_volume_mm3: float, keep_largest: bool = True) -> np.ndarray:
     """``mask`` without components smaller than ``min_volume_mm3`` (bool [z, y, x])."""
     mask = np.asarray(mask, bool)
-    if min_volume_mm3 <= 0 or not mask.any():
+    box = bounding_box(mask)        # a structure fills a small part of a planning CT: label that part only
+    if min_volume_mm3 <= 0 or box is None:
         return mask
+    out = np.zeros_like(mask)
+    out[box] = _without_islands(mask[box], spacing_zyx, min_volume_mm3, keep_largest)
+    return out
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Slices of the smallest box holding every True voxel of ``mask``; None when it has none. Each axis after
+    the first scans only the slab the earlier ones left."""
+    box, sub = [], np.asarray(mask)
+    for axis in range(sub.ndim):
+        hit = np.flatnonzero(sub.any(axis=tuple(a for a in range(sub.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+        sub = sub[(slice(None),) * axis + (box[-1],)]
+    return tuple(box)
+
+
+def _without_islands(mask: np.ndarray, spacing_zyx, min_volume_mm3: float, keep_largest: bool) -> np.ndarray:
     labels, counts = label_components(mask)
     sizes = np.concatenate([[0], counts]) * float(np.prod(spacing_zyx))
     keep = sizes >= min_volume_mm3
