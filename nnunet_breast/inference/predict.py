@@ -45,7 +45,6 @@ from nnunet_breast.dicom.rtstruct_export import RTStructSettings
 from nnunet_breast.dicom.rtstruct_merge import match_structure_sets, structure_set_for
 from nnunet_breast.errors import UserError
 from nnunet_breast.inference.ensemble import FoldVotes, fold_logits_hook
-from nnunet_breast.inference.fast_path import pasted
 from nnunet_breast.inference.inputs import InputCT, InputError, check_output_outside, list_inputs, read_input
 from nnunet_breast.inference.predictor import ModelRef, make_predictor, predict_probabilities
 from nnunet_breast.structures.regions import OverlapEncoding
@@ -202,6 +201,8 @@ def _seg_parameters(opts: PredictOptions, masks: dict[str, np.ndarray]) -> dict[
 
 def _predict_breast(cases: list[InputCT], opts: PredictOptions) -> tuple[dict, dict]:
     """Case -> structure masks on the CT grid; case -> the folds' agreement per structure (several folds)."""
+    from nnunet_breast.inference.fast_path import pasted     # imports nnU-Net's predictor: not before it is needed
+
     if not cases:
         return {}, {}
     info = json.loads((opts.breast.folder() / "dataset.json").read_text()).get("nnunet_breast", {})
