@@ -73,6 +73,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
+from nnunet_breast.volumes.components import bounding_box
+
 __all__ = ["SurfaceDistances", "compute_surface_distances", "surfel_area_table", "neighbour_codes",
            "weighted_percentile", "validate_masks", "union_crop", "surface_distances_cropped"]
 
@@ -278,19 +280,9 @@ def validate_masks(ref, pred, spacing_zyx) -> tuple[np.ndarray, np.ndarray, tupl
 
 
 def _bbox(mask: np.ndarray) -> list[tuple[int, int]] | None:
-    """Inclusive index range per axis of the True voxels, or None. One pass over the full array; the
-    later axes only scan the slab that the earlier ones left."""
-    ranges = []
-    sub = mask
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.flatnonzero(sub.any(axis=other))
-        if idx.size == 0:
-            return None
-        lo, hi = int(idx[0]), int(idx[-1])
-        ranges.append((lo, hi))
-        sub = sub[(slice(None),) * axis + (slice(lo, hi + 1),)]
-    return ranges
+    """Inclusive index range per axis of the True voxels, or None."""
+    box = bounding_box(mask)
+    return None if box is None else [(b.start, b.stop - 1) for b in box]
 
 
 def union_crop(ref: np.ndarray, pred: np.ndarray):

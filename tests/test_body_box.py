@@ -67,17 +67,3 @@ def test_voxels_for_a_patch_resample_to_the_patch_and_one_fewer_does_not(patch, 
     n = voxels_for_patch(patch, spacing, target)
     assert round(n * spacing / target) >= patch > round((n - 1) * spacing / target)
 
-
-def test_pasted_puts_the_box_back_on_the_grid_with_the_fill_elsewhere():
-    from nnunet_breast.inference.fast_path import pasted
-
-    inside = np.arange(2 * 2 * 3 * 4, dtype=np.float32).reshape(2, 2, 3, 4)
-    box = (slice(1, 3), slice(0, 3), slice(2, 6))
-    out = pasted(inside, box, (4, 5, 6), np.array([1.0, 0.0], np.float32).reshape(2, 1, 1, 1))
-    assert out.shape == (2, 4, 5, 6) and out.dtype == np.float32
-    np.testing.assert_array_equal(out[(slice(None), *box)], inside)
-    rest = np.ones((4, 5, 6), bool)
-    rest[box] = False
-    assert (out[0][rest] == 1).all() and (out[1][rest] == 0).all()
-    mask = pasted(np.ones((2, 3, 4), bool), box, (4, 5, 6))
-    assert mask.sum() == 24 and mask[box].all()

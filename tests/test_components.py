@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from nnunet_breast.volumes.components import bounding_box, remove_islands
+from nnunet_breast.volumes.components import bounding_box, pasted, remove_islands
 
 
 def test_bounding_box_of_a_mask_and_of_nothing():
@@ -32,3 +32,16 @@ def test_remove_islands_matches_a_whole_grid_reference():
     tiny[25, 10, 10] = True
     out = remove_islands(tiny, spacing, 100.0)
     assert out.sum() == 4 and out[20, 30, 40] and not out[25, 10, 10]
+
+
+def test_pasted_puts_the_box_back_on_the_grid_with_the_fill_elsewhere():
+    inside = np.arange(2 * 2 * 3 * 4, dtype=np.float32).reshape(2, 2, 3, 4)
+    box = (slice(1, 3), slice(0, 3), slice(2, 6))
+    out = pasted(inside, box, (4, 5, 6), np.array([1.0, 0.0], np.float32).reshape(2, 1, 1, 1))
+    assert out.shape == (2, 4, 5, 6) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[(slice(None), *box)], inside)
+    rest = np.ones((4, 5, 6), bool)
+    rest[box] = False
+    assert (out[0][rest] == 1).all() and (out[1][rest] == 0).all()
+    mask = pasted(np.ones((2, 3, 4), bool), box, (4, 5, 6))
+    assert mask.sum() == 24 and mask[box].all()

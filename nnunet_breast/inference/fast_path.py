@@ -28,6 +28,7 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 from nnunet_breast.trainers.cpu import channels_last, cpu_autocast, use_cpu_bf16
 from nnunet_breast.volumes.body import body_box
+from nnunet_breast.volumes.components import pasted
 
 #: logit outside the body's box: a sigmoid of ~5e-5, background for region heads
 BACKGROUND_LOGIT = -10.0
@@ -157,15 +158,6 @@ def widened(box: tuple, shape, patch_size) -> tuple:
 
 def _unless_whole(box: tuple, shape) -> tuple | None:
     return None if all(b.stop - b.start == n for b, n in zip(box, shape)) else box
-
-
-def pasted(inside: np.ndarray, box: tuple, shape, fill=0) -> np.ndarray:
-    """``inside`` (covering ``box``, slices of the last ``len(shape)`` axes) on the whole ``shape`` grid, ``fill``
-    (broadcast over the grid) elsewhere."""
-    out = np.empty((*inside.shape[:inside.ndim - len(shape)], *shape), inside.dtype)
-    out[...] = fill
-    out[(Ellipsis, *box)] = inside
-    return out
 
 
 def voxels_for_patch(patch: int, spacing: float, target_spacing: float) -> int:

@@ -50,7 +50,7 @@ from nnunet_breast.inference.predictor import ModelRef, make_predictor, predict_
 from nnunet_breast.structures.regions import OverlapEncoding
 from nnunet_breast.util.files import atomic_write_csv, atomic_write_text
 from nnunet_breast.util.workdir import locked, private_work_folder
-from nnunet_breast.volumes.components import remove_islands
+from nnunet_breast.volumes.components import pasted, remove_islands
 
 PROPOSAL_NAME = "CTV_TumorBed_proposal"
 CASE_SUMMARY = "summary.json"           # per case folder: its row of OUT/summary.csv
@@ -201,8 +201,6 @@ def _seg_parameters(opts: PredictOptions, masks: dict[str, np.ndarray]) -> dict[
 
 def _predict_breast(cases: list[InputCT], opts: PredictOptions) -> tuple[dict, dict]:
     """Case -> structure masks on the CT grid; case -> the folds' agreement per structure (several folds)."""
-    from nnunet_breast.inference.fast_path import pasted     # imports nnU-Net's predictor: not before it is needed
-
     if not cases:
         return {}, {}
     info = json.loads((opts.breast.folder() / "dataset.json").read_text()).get("nnunet_breast", {})

@@ -8,14 +8,15 @@ only (6 in 3D), which the body mask uses. :func:`components` adds the centroids 
 Small disconnected islands of a predicted mask are noise to a planner and thousands of contours to a
 TPS: written to an RTSTRUCT each speck becomes a contour, and a structure with thousands of them is both
 useless and slow to load. :func:`remove_islands` drops components below a volume (26-connectivity); the
-biggest component is always kept, so a small structure never vanishes.
+biggest component is always kept, so a small structure never vanishes. It labels only the mask's
+:func:`bounding_box`; :func:`pasted` puts an array computed on a box back onto the whole grid.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["label_components", "components", "remove_islands", "bounding_box"]
+__all__ = ["label_components", "components", "remove_islands", "bounding_box", "pasted"]
 
 
 def label_components(mask: np.ndarray, min_voxels: int = 1, connectivity: int | None = None):
@@ -60,8 +61,10 @@ def components(mask: np.ndarray, spacing_zyx, origin_zyx=None, min_voxels: int =
 def remove_islands(mask: np.ndarray, spacing_zyx, min_volume_mm3: float, keep_largest: bool = True) -> np.ndarray:
     """``mask`` without components smaller than ``min_volume_mm3`` (bool [z, y, x])."""
     mask = np.asarray(mask, bool)
+    if min_volume_mm3 <= 0:
+        return mask
     box = bounding_box(mask)        # a structure fills a small part of a planning CT: label that part only
-    if min_volume_mm3 <= 0 or box is None:
+    if box is None:
         return mask
     out = np.zeros_like(mask)
     out[box] = _without_islands(mask[box], spacing_zyx, min_volume_mm3, keep_largest)
@@ -79,6 +82,15 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
         box.append(slice(int(hit[0]), int(hit[-1]) + 1))
         sub = sub[(slice(None),) * axis + (box[-1],)]
     return tuple(box)
+
+
+def pasted(inside: np.ndarray, box: tuple, shape, fill=0) -> np.ndarray:
+    """``inside`` (covering ``box``, slices of the last ``len(shape)`` axes) on the whole ``shape`` grid, ``fill``
+    (broadcast over the grid) elsewhere."""
+    out = np.empty((*inside.shape[:inside.ndim - len(shape)], *shape), inside.dtype)
+    out[...] = fill
+    out[(Ellipsis, *box)] = inside
+    return out
 
 
 def _without_islands(mask: np.ndarray, spacing_zyx, min_volume_mm3: float, keep_largest: bool) -> np.ndarray:
