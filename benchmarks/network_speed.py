@@ -5,11 +5,14 @@ same process, once with the anisotropic strides nnU-Net plans for 1 x 1 x 3 mm (
 default: z is not downsampled at the first level) and once with isotropic strides (``--topology iso``, the
 topology MONAI's FlexibleUNet always uses). The JSON line on stdout gives the ratios.
 
-On a CPU each network is timed in fp32 and, with ``--precision fp32 bf16`` (default where the CPU computes bf16
-natively), as the prediction fast path runs it: bf16 autocast, channels-last, instance norms as their
-channels-last equivalent (``nnunet_breast.trainers.cpu.channels_last``), the same for both networks.
+On a CPU each network is timed in fp32 as nnU-Net runs it and as the prediction fast path runs it: channels-last,
+instance norms as their channels-last equivalent (``nnunet_breast.trainers.cpu.channels_last``), and with
+``--precision fp32 bf16`` (default where the CPU computes bf16 natively) under bf16 autocast, the same for both
+networks. ``--compile`` also times the fast path's form under ``torch.compile`` (inductor, weights frozen as
+constants, as for inference) and reports the compile time of the first call.
 
   python benchmarks/network_speed.py [--threads 2] [--device cpu|cuda] [--repeats 3] [--precision fp32 bf16]
+  python benchmarks/network_speed.py --compile                      # + the fast path under torch.compile
   python benchmarks/network_speed.py --whole-case --device cuda     # + sliding-window inference of a full case
 """
 from __future__ import annotations
@@ -57,10 +60,10 @@ def _autocast(x):
     return torch.autocast("cuda", enabled=x.is_cuda)
 
 
-def forward_seconds(net, x, repeats: int, precision: str = "fp32") -> float:
-    """Seconds per forward pass; ``bf16``: on a CPU, the fast path's way (the caller converted ``net`` with
-    ``channels_last``)."""
-    if precision == "bf16":
+def forward_seconds(net, x, repeats: int, precision: str = "fp32", fast: bool = False) -> float:
+    """Seconds per forward pass; ``fast`` or ``bf16``: on a CPU, the fast path's way (the caller converted
+    ``net`` with ``channels_last``)."""
+    if fast or precision == "bf16":
         x = x.contiguous(memory_format=torch.channels_last_3d)
     cast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else _autocast(x)
     with torch.no_grad(), cast:
@@ -73,6 +76,21 @@ def forward_seconds(net, x, repeats: int, precision: str = "fp32") -> float:
         if x.is_cuda:
             torch.cuda.synchronize()
         return (time.perf_counter() - t) / repeats
+
+
+def compiled(net, x, precision: str) -> tuple[torch.nn.Module, float]:
+    """``net`` under ``torch.compile`` with its weights frozen as constants (inductor's inference mode: oneDNN's
+    prepacked convolutions), and the seconds of the first call, which compiles."""
+    import torch._inductor.config as inductor
+
+    inductor.freezing = True
+    net = torch.compile(net)
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    t = time.perf_counter()
+    with torch.no_grad(), cast:
+        net(x)
+    return net, time.perf_counter() - t
 
 
 def train_step_seconds(net, x, repeats: int) -> tuple[float, float]:
@@ -154,6 +172,7 @@ def main() -> None:
     ap.add_argument("--train-step", action="store_true", help="also time a training iteration (batch 2)")
     ap.add_argument("--precision", nargs="+", choices=("fp32", "bf16"),
                     help="CPU forward precisions (default fp32, + bf16 where the CPU computes it natively)")
+    ap.add_argument("--compile", action="store_true", help="CPU: also the fast path under torch.compile (inductor)")
     args = ap.parse_args()
     from nnunet_breast.trainers.cpu import channels_last, cpu_bf16_supported
 
@@ -172,13 +191,22 @@ def main() -> None:
         if args.train_step:
             step, peak = train_step_seconds(net, x, args.repeats)
             result[f"{name}_train_step_s"], result[f"{name}_train_peak_GiB"] = round(step, 4), round(peak, 2)
-    if "bf16" in precisions and device.type == "cpu":
+    if device.type == "cpu":
         for name, net in nets.items():      # after the fp32 runs: channels_last changes the modules
-            # channels-last memory alone first (PyTorch's CPU instance norm copies out of it), then the fast path's
             net = net.to(memory_format=torch.channels_last_3d)
-            result[f"{name}_forward_bf16_instance_norm_s"] = round(forward_seconds(net, x, args.repeats, "bf16"), 4)
-            result[f"{name}_forward_bf16_s"] = round(forward_seconds(channels_last(net), x, args.repeats, "bf16"), 4)
-    for suffix in ("", "_bf16"):
+            if "bf16" in precisions:        # channels-last memory alone (PyTorch's CPU instance norm copies out of it)
+                result[f"{name}_forward_bf16_instance_norm_s"] = round(forward_seconds(net, x, args.repeats, "bf16"), 4)
+            net = channels_last(net)        # the fast path's form
+            for precision in precisions:
+                key = "bf16" if precision == "bf16" else "fp32_channels_last"
+                result[f"{name}_forward_{key}_s"] = round(forward_seconds(net, x, args.repeats, precision, True), 4)
+                if args.compile:
+                    fast, seconds = compiled(net, x, precision)
+                    result[f"{name}_compile_{precision}_s"] = round(seconds, 1)
+                    result[f"{name}_forward_{precision}_compiled_s"] = round(
+                        forward_seconds(fast, x, args.repeats, precision, True), 4)
+                    torch._dynamo.reset()
+    for suffix in ("", "_fp32_channels_last", "_bf16", "_fp32_compiled", "_bf16_compiled"):
         ours = result.get(f"effnetb0_unet_forward{suffix}_s")
         if ours is None:
             continue

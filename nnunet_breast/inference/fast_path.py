@@ -14,9 +14,10 @@ so the sliding window spends most patches outside the body. :class:`FastPathPred
   field of view would otherwise still touch the box on every tile. The patches then sit elsewhere than on the
   whole grid, so masks can differ where the model is unsure; tests/test_learning.py holds them to nnU-Net's
   accuracy against the reference;
-* runs each patch under bf16 autocast, network and patch in channels-last memory (instance norms as their
-  channels-last equivalent, :func:`~nnunet_breast.trainers.cpu.channels_last`), on CPUs that compute bf16
-  natively (nnU-Net autocasts on CUDA only; ``nnUNet_breast_cpu_bf16=0`` forces fp32).
+* on a CPU, runs each patch with network and patch in channels-last memory (instance norms as their
+  channels-last equivalent, :func:`~nnunet_breast.trainers.cpu.channels_last`: 2.3x for the EfficientNet-B0
+  U-Net in fp32 too, docs/benchmarks.md), under bf16 autocast where the CPU computes bf16 natively (nnU-Net
+  autocasts on CUDA only; ``nnUNet_breast_cpu_bf16=0`` forces fp32).
 
 ``--no-fast-path`` (``predict``, ``predict-clips``) gives nnU-Net's predictor unchanged.
 """
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-from nnunet_breast.trainers.cpu import channels_last, cpu_autocast, use_cpu_bf16
+from nnunet_breast.trainers.cpu import channels_last, cpu_autocast
 from nnunet_breast.volumes.body import body_box
 from nnunet_breast.volumes.components import pasted
 
@@ -35,7 +36,7 @@ BACKGROUND_LOGIT = -10.0
 
 
 class FastPathPredictor(nnUNetPredictor):
-    """nnU-Net's predictor on the body's box only, in bf16 + channels-last on a bf16-capable CPU."""
+    """nnU-Net's predictor on the body's box only; on a CPU in channels-last, in bf16 where the CPU has it."""
 
     _box: tuple | None = None                 # the body box of the case being predicted
     _box_for: torch.Tensor | None = None      # the case it was found on (every fold predicts the same tensor)
@@ -79,7 +80,7 @@ class FastPathPredictor(nnUNetPredictor):
         if self._box_for is not input_image:
             self._box_for = input_image
             self._box = None if self._cropped else self._body_region(input_image)
-        if use_cpu_bf16(self.device) and input_image.ndim == 4:
+        if self.device.type == "cpu" and input_image.ndim == 4:
             self.network = channels_last(self.network)
         if self._box is None:
             return super().predict_sliding_window_return_logits(input_image)
@@ -92,7 +93,7 @@ class FastPathPredictor(nnUNetPredictor):
         return logits
 
     def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
-        if not use_cpu_bf16(self.device):
+        if self.device.type != "cpu":
             return super()._internal_maybe_mirror_and_predict(x)
         if x.ndim == 5:
             x = x.contiguous(memory_format=torch.channels_last_3d)
