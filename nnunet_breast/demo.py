@@ -6,10 +6,10 @@ tables and plots -> prediction on new synthetic patients: NIfTI masks, RTSTRUCTs
 tumour-bed proposals, PNG previews. Every nnU-Net step is the stock CLI, printed as it runs, so the demo
 doubles as a recipe. Its nnU-Net folders live inside ``--out``; the user's own are never touched.
 
-Training is a short schedule, fold 0 (:data:`SCHEDULES`; on CPU 1000 breast and 200 clip iterations): the contours
-show that everything is wired, not what a real training run reaches. The clip model is the single-stage
-Res-SE-U-Net by default; ``--cascade`` trains the two-stage cascade instead (five stage-1 folds for the
-out-of-fold maps, then stage 2; a few minutes more).
+Training is a short schedule, fold 0 (:data:`SCHEDULES`; on CPU 1000 breast and 200 clip iterations, clip patches
+of 64): the contours show that everything is wired, not what a real training run reaches. The clip model is the
+single-stage Res-SE-U-Net by default; ``--cascade`` trains the two-stage cascade instead (five stage-1 folds for
+the out-of-fold maps, then stage 2; a few minutes more).
 """
 from __future__ import annotations
 
@@ -27,11 +27,13 @@ import SimpleITK as sitk
 from nnunet_breast.errors import UserError
 
 BREAST_ID, CLIPS_ID, STAGE2_ID, CLIPS_TEST_ID, BREAST_TEST_ID = 701, 702, 703, 704, 705
-#: (breast configuration, breast trainer, clip trainer suffix) per device. CPU: the CPU configuration
-#: (``plan --cpu``: coarse spacing, small patch, 1/4-width B0) for a few minutes; GPU: nnU-Net's 3d_fullres
-#: spacing and patch, 10 / 5 nnU-Net epochs of 250 iterations
-SCHEDULES = {"cpu": ("3d_cpu_effnetb0", "nnUNetTrainerEffNetB0DemoCPU", "DemoCPU"),
-             "cuda": ("3d_fullres_effnetb0", "nnUNetTrainerEffNetB0_10epochs", "_5epochs")}
+#: (breast configuration, breast trainer, clip trainer suffix, clip patch edge) per device. CPU: the CPU
+#: configuration (``plan --cpu``: coarse spacing, small patch, 1/4-width B0) and clip patches of 64 voxels
+#: in-plane (``plan --model clips --patch 64``: 2.7x faster epochs than the paper's 96, as many clips found on
+#: 8 new patients; docs/benchmarks.md) for a few minutes; GPU: nnU-Net's 3d_fullres spacing and patch, the
+#: paper's clip patch, 10 / 5 nnU-Net epochs of 250 iterations
+SCHEDULES = {"cpu": ("3d_cpu_effnetb0", "nnUNetTrainerEffNetB0DemoCPU", "DemoCPU", 64),
+             "cuda": ("3d_fullres_effnetb0", "nnUNetTrainerEffNetB0_10epochs", "_5epochs", 96)}
 
 
 class DemoError(UserError):
@@ -48,6 +50,8 @@ class Demo:
         self.breast_config = SCHEDULES[device][0]
         self.breast_trainer = breast_trainer or SCHEDULES[device][1]
         self.clip_suffix = clip_suffix or SCHEDULES[device][2]
+        self.clip_patch = SCHEDULES[device][3]
+        self.np = str(max(1, min(2, os.cpu_count() or 1)))      # worker processes of each nnU-Net step
         self.logs = self.out / "logs"
         self.t0 = time.perf_counter()
         self.step_no = 0
@@ -57,8 +61,7 @@ class Demo:
         from nnunet_breast.env import child_environ
 
         nn = {v: str(self.out / "nnunet" / v) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-        cpus = str(max(1, min(2, os.cpu_count() or 1)))
-        defaults = {"nnUNet_def_n_proc": cpus, "nnUNet_n_proc_DA": cpus, "nnUNet_compile": "false"}
+        defaults = {"nnUNet_def_n_proc": self.np, "nnUNet_n_proc_DA": self.np, "nnUNet_compile": "false"}
         return child_environ(**{**defaults, **{k: v for k, v in os.environ.items() if k in defaults}, **nn})
 
     def step(self, title: str) -> None:
@@ -109,21 +112,21 @@ class Demo:
         write_cohort("clips", self.n_new, exports / "new_patients", seed=2026, size="small", labels="full",
                      structures=True)
         self.step("convert to nnU-Net datasets")
-        self.sh("nnunet-breast", "convert", "breast", "-i", exports / "breast_train", "-d", BREAST_ID, "-np", "1")
-        self.sh("nnunet-breast", "convert", "clips", "-i", exports / "clips_train", "-d", CLIPS_ID, "-np", "1")
+        self.sh("nnunet-breast", "convert", "breast", "-i", exports / "breast_train", "-d", BREAST_ID, "-np", self.np)
+        self.sh("nnunet-breast", "convert", "clips", "-i", exports / "clips_train", "-d", CLIPS_ID, "-np", self.np)
         self.sh("nnunet-breast", "convert", "clips", "-i", exports / "new_patients", "-d", CLIPS_TEST_ID,
-                "--name", "NewPatientsClips", "-np", "1")
+                "--name", "NewPatientsClips", "-np", self.np)
         self.sh("nnunet-breast", "convert", "breast", "-i", exports / "new_patients", "-d", BREAST_TEST_ID,
-                "--name", "NewPatientsBreast", "-np", "1")
+                "--name", "NewPatientsBreast", "-np", self.np)
 
     def train_breast(self) -> None:
         self.step(f"breast model: stock planning + EfficientNet-B0 plans ({self.breast_config}), train fold 0")
         if self.breast_config == "3d_cpu_effnetb0":
-            self.sh("nnUNetv2_plan_and_preprocess", "-d", BREAST_ID, "--no_pp", "-np", "1")
+            self.sh("nnUNetv2_plan_and_preprocess", "-d", BREAST_ID, "--no_pp", "-np", self.np)
             self.sh("nnunet-breast", "plan", "-d", BREAST_ID, "--no-paper", "--cpu")
-            self.sh("nnUNetv2_preprocess", "-d", BREAST_ID, "-c", self.breast_config, "-np", "1")
+            self.sh("nnUNetv2_preprocess", "-d", BREAST_ID, "-c", self.breast_config, "-np", self.np)
         else:
-            self.sh("nnUNetv2_plan_and_preprocess", "-d", BREAST_ID, "-c", "3d_fullres", "-np", "1")
+            self.sh("nnUNetv2_plan_and_preprocess", "-d", BREAST_ID, "-c", "3d_fullres", "-np", self.np)
             self.sh("nnunet-breast", "plan", "-d", BREAST_ID, "--no-paper")
         self.sh("nnUNetv2_train", BREAST_ID, self.breast_config, "0", "-tr", self.breast_trainer, "--npz",
                 "-device", self.device)
@@ -131,19 +134,19 @@ class Demo:
     def train_clips(self) -> None:
         t1, t2, ts = (f"nnUNetTrainerClip{n}{self.clip_suffix}" for n in ("Location", "Segmentation", "SingleStage"))
         self.step("clip model: stock planning + Res-SE-U-Net plans, train")
-        self.sh("nnUNetv2_plan_and_preprocess", "-d", CLIPS_ID, "--no_pp", "-np", "1")
-        self.sh("nnunet-breast", "plan", "-d", CLIPS_ID, "--model", "clips")
+        self.sh("nnUNetv2_plan_and_preprocess", "-d", CLIPS_ID, "--no_pp", "-np", self.np)
+        self.sh("nnunet-breast", "plan", "-d", CLIPS_ID, "--model", "clips", "--patch", self.clip_patch)
         if not self.cascade:
-            self.sh("nnUNetv2_preprocess", "-d", CLIPS_ID, "-c", "3d_clip_fullres", "-np", "1")
+            self.sh("nnUNetv2_preprocess", "-d", CLIPS_ID, "-c", "3d_clip_fullres", "-np", self.np)
             self.sh("nnUNetv2_train", CLIPS_ID, "3d_clip_fullres", "0", "-tr", ts, "-device", self.device)
             return
-        self.sh("nnUNetv2_preprocess", "-d", CLIPS_ID, "-c", "3d_clip_location", "-np", "1")
+        self.sh("nnUNetv2_preprocess", "-d", CLIPS_ID, "-c", "3d_clip_location", "-np", self.np)
         for fold in range(5):
             self.sh("nnUNetv2_train", CLIPS_ID, "3d_clip_location", fold, "-tr", t1, "--npz", "-device", self.device)
         self.sh("nnunet-breast", "cascade", "prepare", "-d", CLIPS_ID, "--stage2-id", STAGE2_ID, "-tr", t1)
-        self.sh("nnUNetv2_plan_and_preprocess", "-d", STAGE2_ID, "--no_pp", "-np", "1")
-        self.sh("nnunet-breast", "plan", "-d", STAGE2_ID, "--model", "clips")
-        self.sh("nnUNetv2_preprocess", "-d", STAGE2_ID, "-c", "3d_clip_segmentation", "-np", "1")
+        self.sh("nnUNetv2_plan_and_preprocess", "-d", STAGE2_ID, "--no_pp", "-np", self.np)
+        self.sh("nnunet-breast", "plan", "-d", STAGE2_ID, "--model", "clips", "--patch", self.clip_patch)
+        self.sh("nnUNetv2_preprocess", "-d", STAGE2_ID, "-c", "3d_clip_segmentation", "-np", self.np)
         self.sh("nnUNetv2_train", STAGE2_ID, "3d_clip_segmentation", "0", "-tr", t2, "-device", self.device)
 
     def evaluate(self) -> dict[str, Path]:
@@ -155,7 +158,7 @@ class Demo:
                / "fold_0" / "validation")
         ev = self.out / "evaluation_breast"
         self.sh("nnunet-breast", "evaluate", "--ref", raw / "labelsTr", "--pred", val, "-d", BREAST_ID, "-o", ev,
-                "-np", "1")
+                "-np", self.np)
         self.sh("nnunet-breast", "report", "--metrics", ev / "metrics.csv", "-d", BREAST_ID, "--by", "contrast",
                 "-o", ev / "report")
         return {"breast metrics": ev / "metrics.csv", "breast report": ev / "report"}
@@ -210,7 +213,7 @@ class Demo:
         raw = dataset_dir("nnUNet_raw", BREAST_TEST_ID)
         ev = self.out / "evaluation_new_patients"
         self.sh("nnunet-breast", "evaluate", "--ref", raw / "labelsTr", "--pred", pred, "-d", BREAST_TEST_ID,
-                "-o", ev, "-np", "1")
+                "-o", ev, "-np", self.np)
         rows = [{"case_id": r["case_id"], "structure": r["structure"], "dsc": r["dsc"], "hd95_mm": r["hd95"],
                  "volume_ref_cc": r["volume_ref_cc"], "volume_pred_cc": r["volume_pred_cc"],
                  "evaluated": is_evaluated(r)} for r in read_summary(ev / "metrics.csv")]
