@@ -89,9 +89,9 @@ class PartialLabelRegionLoss(nn.Module):
         if self.exclusive is None or bool(m.all()):
             return None
         w = m.view(*m.shape, *(1,) * (y.ndim - 2))
-        annotated = y * w                                                   # the targets a case vouches for
-        known = torch.einsum("bs...,cs->bc...", annotated, self.exclusive.to(y)) > 0
-        return (1.0 - w) * known
+        annotated = (y * w).flatten(2)                                      # the targets a case vouches for
+        reached = torch.matmul(self.exclusive.to(y), annotated).view_as(y) > 0      # (c, s) @ (b, s, voxels)
+        return (1.0 - w) * reached
 
     def forward(self, net_output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         x, y = net_output.float(), target.float()
@@ -101,17 +101,19 @@ class PartialLabelRegionLoss(nn.Module):
             raise ValueError(f"channel mask {tuple(m.shape)} does not match the output's (batch, regions) {(b, c)}")
         spatial = tuple(range(2, x.ndim))
         known = self.known_negatives(y, m)
+        known_size = None if known is None else known.sum(spatial)
         annotated = m.view(b, c, *(1,) * len(spatial))
-        weights = annotated.expand_as(y) if known is None else annotated + known    # supervised voxels
-        if not weights.any():
+        supervised = m.sum() * y[0, 0].numel() + (0 if known is None else known_size.sum())    # voxels
+        if not supervised > 0:
             return x.sum() * 0.0
-        bce = F.binary_cross_entropy_with_logits(x, y * annotated, reduction="none")
-        bce = (bce * weights).sum() / weights.sum()
+        weights = annotated if known is None else annotated + known
+        bce = F.binary_cross_entropy_with_logits(x, y * annotated, weights, reduction="sum") / supervised
         p = torch.sigmoid(x)
-        exclusion = self.exclusion(p, known, spatial)
+        exclusion = self.exclusion(p, known, known_size)
         if not m.any():
             return bce + exclusion
-        intersect, sum_pred, sum_gt = ((p * y).sum(spatial) * m, p.sum(spatial) * m, y.sum(spatial) * m)
+        intersect = torch.einsum("bcn,bcn->bc", p.flatten(2), y.flatten(2)) * m
+        sum_pred, sum_gt = p.sum(spatial) * m, y.sum(spatial) * m
         if self.batch_dice:
             counts = m
             if self.ddp:
@@ -127,14 +129,15 @@ class PartialLabelRegionLoss(nn.Module):
             dice = (dc * m).sum() / m.sum()
         return bce - dice + exclusion
 
-    def exclusion(self, p: torch.Tensor, known: torch.Tensor | None, spatial: tuple) -> torch.Tensor:
-        """Mean soft Dice of unannotated channels' predictions with their known negatives (0 without any)."""
+    def exclusion(self, p: torch.Tensor, known: torch.Tensor | None, size: torch.Tensor | None) -> torch.Tensor:
+        """Mean soft Dice of unannotated channels' predictions with their known negatives (``size``: their voxels per
+        case and channel; 0 without any)."""
         if known is None or not self.exclusion_weight:
             return p.sum() * 0.0
-        overlap, size = (p * known).sum(spatial), known.sum(spatial)
         pairs = size > 0
         if not pairs.any():
             return p.sum() * 0.0
+        overlap = torch.einsum("bcn,bcn->bc", p.flatten(2), known.flatten(2))
         return self.exclusion_weight * (2 * overlap / (overlap + size + self.smooth))[pairs].mean()
 
 
