@@ -52,17 +52,24 @@ class Demo:
         self.clip_suffix = clip_suffix or SCHEDULES[device][2]
         self.clip_patch = SCHEDULES[device][3]
         self.np = str(max(1, min(2, os.cpu_count() or 1)))      # worker processes of each nnU-Net step
+        self.users_settings = {k: v for k, v in os.environ.items()       # before run() exports the demo's own
+                               if k in ("nnUNet_def_n_proc", "nnUNet_n_proc_DA", "nnUNet_compile")}
         self.logs = self.out / "logs"
         self.t0 = time.perf_counter()
         self.step_no = 0
 
     # ------------------------------------------------------------------------------------------ plumbing
-    def environ(self) -> dict[str, str]:
+    def environ(self, training: bool = False) -> dict[str, str]:
+        """nnU-Net's variables for the demo's steps; the user's own win. A CPU training augments in its own
+        process (``nnUNet_n_proc_DA=0``): worker processes beside torch's threads on the same few cores made the
+        demo's epochs 20-30 % slower (docs/benchmarks.md); nnU-Net's planner cannot take 0."""
         from nnunet_breast.env import child_environ
 
         nn = {v: str(self.out / "nnunet" / v) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-        defaults = {"nnUNet_def_n_proc": self.np, "nnUNet_n_proc_DA": self.np, "nnUNet_compile": "false"}
-        return child_environ(**{**defaults, **{k: v for k, v in os.environ.items() if k in defaults}, **nn})
+        in_process = training and self.device == "cpu"
+        defaults = {"nnUNet_def_n_proc": self.np, "nnUNet_n_proc_DA": "0" if in_process else self.np,
+                    "nnUNet_compile": "false"}
+        return child_environ(**{**defaults, **self.users_settings, **nn})
 
     def step(self, title: str) -> None:
         self.step_no += 1
@@ -76,7 +83,7 @@ class Demo:
         log = self.logs / f"{self.step_no:02d}_{cmd[0]}_{int(time.time() * 1000) % 100000}.log"
         with open(log, "w") as f:
             r = subprocess.run([str(exe) if exe.exists() else cmd[0], *cmd[1:]], stdout=f, stderr=subprocess.STDOUT,
-                               env=self.environ())
+                               env=self.environ(training=cmd[0] == "nnUNetv2_train"))
         if r.returncode != 0:
             tail = log.read_text()[-2000:]
             raise DemoError(f"`{' '.join(cmd)}` failed (exit {r.returncode}); log {log}:\n{tail}")

@@ -32,7 +32,8 @@ CPU_CONFIG = "3d_cpu_effnetb0"            # the demo's breast configuration on C
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo"
-    environ = child_environ(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1", nnUNet_compile="false")
+    environ = child_environ(nnUNet_def_n_proc="1", nnUNet_compile="false")
+    environ.pop("nnUNet_n_proc_DA", None)        # the demo's own choice: augmentation in the training process
     bindir = Path(sys.executable).parent
     r = subprocess.run([str(bindir / "nnunet-breast"), "demo", "--out", str(out), "--quick", "--n-train", "10",
                         "--n-new", "2", "-device", "cpu"], capture_output=True, text=True, env=environ)
@@ -48,6 +49,22 @@ def demo(tmp_path_factory):
         return p
 
     return {"out": out, "stdout": r.stdout, "predict": predict}
+
+
+def test_cpu_trainings_augment_in_process_and_the_users_settings_win(monkeypatch, tmp_path):
+    """nnU-Net's augmentation workers beside torch's threads slow a CPU training on a small machine; its planner
+    cannot take 0 workers; what the user exported is kept."""
+    from nnunet_breast.demo import Demo
+
+    monkeypatch.delenv("nnUNet_n_proc_DA", raising=False)
+    cpu = Demo(tmp_path, "cpu", 2, 1, n_train_clips=2)
+    assert cpu.environ(training=True)["nnUNet_n_proc_DA"] == "0"
+    assert int(cpu.environ()["nnUNet_n_proc_DA"]) >= 1
+    assert Demo(tmp_path, "cuda", 2, 1, n_train_clips=2).environ(training=True)["nnUNet_n_proc_DA"] != "0"
+    monkeypatch.setenv("nnUNet_n_proc_DA", "3")
+    users = Demo(tmp_path, "cpu", 2, 1, n_train_clips=2)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "1")      # what run() exports for the demo's own steps
+    assert users.environ(training=True)["nnUNet_n_proc_DA"] == "3"
 
 
 def test_demo_outputs_exist_and_read_back(demo):
