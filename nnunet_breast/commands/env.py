@@ -36,7 +36,8 @@ def run(args) -> int:
     versions = {pkg: _version(pkg) for pkg in ("nnunetv2", "torch", "dynamic-network-architectures", "pydicom",
                                                "SimpleITK", "nnunet-breast")}
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    print("CPU-only machine? also: export nnUNet_def_n_proc=2 nnUNet_n_proc_DA=2 and pass -device cpu")
+    print("CPU-only machine? also: export nnUNet_def_n_proc=2, pass -device cpu, and on 2 cores train with "
+          "nnUNet_n_proc_DA=0 nnUNetv2_train ... (augmentation in the training process)")
     bad = [r for r in rows if r[2] != "ok"]
     return 1 if (args.strict and bad) else 0
 
