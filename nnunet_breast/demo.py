@@ -61,8 +61,8 @@ class Demo:
     # ------------------------------------------------------------------------------------------ plumbing
     def environ(self, training: bool = False) -> dict[str, str]:
         """nnU-Net's variables for the demo's steps; the user's own win. A CPU training augments in its own
-        process (``nnUNet_n_proc_DA=0``): worker processes beside torch's threads on the same few cores made the
-        demo's epochs 20-30 % slower (docs/benchmarks.md); nnU-Net's planner cannot take 0."""
+        process (``nnUNet_n_proc_DA=0``): worker processes beside torch's threads on the same two cores made the
+        demo's epochs up to 28 % longer, never shorter (docs/benchmarks.md); nnU-Net's planner cannot take 0."""
         from nnunet_breast.env import child_environ
 
         nn = {v: str(self.out / "nnunet" / v) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}

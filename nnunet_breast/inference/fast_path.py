@@ -15,7 +15,7 @@ so the sliding window spends most patches outside the body. :class:`FastPathPred
   whole grid, so masks can differ where the model is unsure; tests/test_learning.py holds them to nnU-Net's
   accuracy against the reference;
 * on a CPU, runs each patch with network and patch in channels-last memory (instance norms as their
-  channels-last equivalent, :func:`~nnunet_breast.trainers.cpu.channels_last`: 2.3x for the EfficientNet-B0
+  channels-last equivalent, :func:`~nnunet_breast.trainers.cpu.channels_last`: 2.2x for the EfficientNet-B0
   U-Net in fp32 too, docs/benchmarks.md), under bf16 autocast where the CPU computes bf16 natively (nnU-Net
   autocasts on CUDA only; ``nnUNet_breast_cpu_bf16=0`` forces fp32).
 
