@@ -93,8 +93,8 @@ def console_script(name: str) -> str:
 
 def nnunet_sandbox(root: Path):
     """(nnU-Net's three folders under ``root``, ``run(*cmd, ok=True)``, the environment): ``run`` starts a console
-    script of this environment in those folders (single process, no compile, our trainers found; trainings augment
-    in their own process) and asserts it succeeded unless ``ok=False``."""
+    script of this environment in those folders (single process, no compile, our trainers found) and asserts it
+    succeeded unless ``ok=False``."""
     import os
 
     from nnunet_breast import env
@@ -106,9 +106,8 @@ def nnunet_sandbox(root: Path):
                                        nnUNet_n_proc_DA="1", nnUNet_compile="false"))
 
     def run(*cmd, ok=True):
-        training = {"nnUNet_n_proc_DA": "0"} if cmd[0] == "nnUNetv2_train" else {}    # augment in process, as demo
         r = subprocess.run([console_script(cmd[0]), *map(str, cmd[1:])], capture_output=True, text=True,
-                           env={**environ, **training})
+                           env=environ)
         if ok:
             assert r.returncode == 0, (cmd, r.stdout[-3000:], r.stderr[-3000:])
         return r
