@@ -285,7 +285,7 @@ def time_methods(work, methods: dict, speed_size: str) -> dict:
     res["speedup"] = round(res["single_s"] / res["cascade_s"], 2)
     t0 = time.perf_counter()
     _, stages = predict_clips(cases, work / "speed_cascade_no_fast_path",
-                              dataclasses.replace(methods["cascade"]((0,)), fast_path=False), progress=False)
+                              dataclasses.replace(methods["cascade"]((0,)), fast_path="off"), progress=False)
     res["cascade_no_fast_path_s"] = round(time.perf_counter() - t0, 2)
     res["cascade_no_fast_path_stages_s"] = {k: round(v, 2) for k, v in stages.items()}
     res["fast_path_speedup"] = round(res["cascade_no_fast_path_s"] / res["cascade_s"], 2)

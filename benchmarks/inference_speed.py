@@ -11,7 +11,8 @@ One run, one process after the set-up:
    are timed on what these weights paint (the masks' voxel counts are printed);
 3. timed, same predictor settings (step 0.5, no mirroring, fold 0, ``-npp 1 -nps 1``, every core):
    * ``ours``: ``nnunet-breast predict``'s library call, DICOM in, masks + RTSTRUCT + preview out, with the fast
-     path (default) and with ``--no-fast-path``; configuration --configuration (``3d_fullres_effnetb0``, the
+     path (default: ``box`` tiling), its ``grid`` tiling (nnU-Net's tiles that meet the body's box) and with
+     ``--no-fast-path``; configuration --configuration (``3d_fullres_effnetb0``, the
      default of ``predict``) and, for CPU sites, ``3d_cpu_effnetb0``;
    * ``vanilla``: nnU-Net's own ``nnUNetPredictor`` with ``nnUNetTrainer`` / ``3d_fullres`` on the same CT as
      NIfTI (what ``nnUNetv2_predict`` does: label map only; no DICOM reading, no RTSTRUCT);
@@ -186,7 +187,7 @@ def time_vanilla(work: Path, device: str) -> dict:
     t0 = time.perf_counter()
     with stages.patched(module, make_predictor="load", predict_files="predict"):
         predictor = module.make_predictor(ModelRef(DATASET, "nnUNetTrainer", "3d_fullres", folds=(0,)), device,
-                                          use_mirroring=False, fast_path=False)
+                                          use_mirroring=False, fast_path="off")
         module.predict_files(predictor, [[nifti]], [work / "vanilla_out" / "speed"], save_probabilities=False)
     row = stages.report(time.perf_counter() - t0, inner="predict")
     print(f"  vanilla: {row['total_s']:.1f} s {row['stages_s']}", flush=True)
@@ -200,7 +201,7 @@ def main() -> int:
     ap.add_argument("--configuration", default="3d_fullres_effnetb0")
     ap.add_argument("--n-plan", type=int, default=3, help="synthetic cases nnU-Net plans from (3)")
     ap.add_argument("--clip-results", type=Path, help="nnUNet_results of benchmarks/clip_cascade.py (502, 503)")
-    ap.add_argument("--skip", action="append", default=[], choices=("vanilla", "no_fast_path", "cpu_config", "both"),
+    ap.add_argument("--skip", action="append", default=[], choices=("vanilla", "no_fast_path", "grid", "cpu_config", "both"),
                     help="leave out a row (repeatable)")
     ap.add_argument("--resume", action="store_true", help="keep the rows an earlier run of this --work measured")
     ap.add_argument("-np", "--num-processes", type=int, default=2, help="processes for the set-up CLIs")
@@ -232,8 +233,10 @@ def main() -> int:
         "cascade", ModelRef(502, "nnUNetTrainerClipLocationShortCPU", "3d_clip_location", folds=(0,)),
         ModelRef(503, "nnUNetTrainerClipSegmentationLongCPU", "3d_clip_segmentation", folds=(0,)), **common)
     runs = {"ours": PredictOptions(breast=breast(args.configuration), **common)}
+    if "grid" not in args.skip:
+        runs["ours_grid"] = PredictOptions(breast=breast(args.configuration), fast_path="grid", **common)
     if "no_fast_path" not in args.skip:
-        runs["ours_no_fast_path"] = PredictOptions(breast=breast(args.configuration), fast_path=False, **common)
+        runs["ours_no_fast_path"] = PredictOptions(breast=breast(args.configuration), fast_path="off", **common)
     if "cpu_config" not in args.skip:
         runs["ours_cpu_config"] = PredictOptions(breast=breast("3d_cpu_effnetb0"), **common)
     if args.clip_results:
@@ -275,7 +278,7 @@ def main() -> int:
 
 
 def markdown(result: dict) -> str:
-    rows = [k for k in ("vanilla", "ours", "ours_no_fast_path", "ours_cpu_config", "clips", "both") if k in result]
+    rows = [k for k in ("vanilla", "ours", "ours_grid", "ours_no_fast_path", "ours_cpu_config", "clips", "both") if k in result]
     stages = ("read", "load", "network", "nnunet", "decode_and_clips", "write")
     lines = [f"| run | total (s) | {' | '.join(stages)} | patches | vs vanilla |", "|---" * (len(stages) + 4) + "|"]
     for r in rows:

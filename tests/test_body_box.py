@@ -44,6 +44,16 @@ def test_box_of_an_array_in_another_axis_order_is_the_same_box(ct):
     assert body_box(hu.transpose(2, 1, 0), ct.GetSpacing()[::-1]) == box[::-1]
 
 
+@pytest.mark.parametrize("shift", [1, 2, 3])
+def test_the_box_moves_with_the_patient_in_a_shifted_field_of_view(ct, shift):
+    """The grid the body is found on starts at the body, not at the array's corner (step 2 here): the box of a
+    field of view shifted by any number of voxels is the same box, shifted."""
+    hu = sitk.GetArrayFromImage(ct)
+    box = body_box(hu, ct.GetSpacing())
+    moved = body_box(np.pad(hu, ((0, 0), (shift, 0), (0, shift)), constant_values=-1000), ct.GetSpacing())
+    assert moved == (box[0], slice(box[1].start + shift, box[1].stop + shift), box[2])
+
+
 def test_no_body_no_box():
     air = sitk.GetImageFromArray(np.full((8, 32, 32), -1000, np.float32))
     assert body_box(sitk.GetArrayFromImage(air), air.GetSpacing()) is None

@@ -106,7 +106,7 @@ def test_one_fold_find_best_and_predict(planned, tmp_path, monkeypatch):
     for k, v in planned["environ"].items():
         if k.startswith("nnUNet_"):
             monkeypatch.setenv(k, v)
-    predictor = make_predictor(ModelRef(501, TRAINER, planning.EFFNET_CONFIG, folds=(0,)), "cpu", fast_path=False)
+    predictor = make_predictor(ModelRef(501, TRAINER, planning.EFFNET_CONFIG, folds=(0,)), "cpu", fast_path="off")
     box, in_process = predict_probabilities(predictor, sitk.ReadImage(str(inp / "new_0000.nii.gz")))
     assert in_process.shape == probs.shape and all(b == slice(0, n) for b, n in zip(box, probs.shape[1:]))
     # nnU-Net sums the patches' logits in fp16 and the two processes run different thread counts: a logit may

@@ -66,7 +66,7 @@ class ClipPredictOptions:
     num_processes_export: int = 1
     keep_work: bool = False
     min_clip_mm3: float = MIN_CLIP_MM3          # specks below this are not clips
-    fast_path: bool = True                      # patches meeting the body box only; bf16 on capable CPUs
+    fast_path: str = "box"                      # the body box's tiling, or "off" (inference/fast_path.py)
 
 
 @dataclass

@@ -96,9 +96,13 @@ def add_predictor(p):
                    help="nnU-Net preprocessing processes of the clip models (1; the breast model predicts one CT at a "
                         "time in this process)")
     g.add_argument("-nps", type=int, default=1, help="nnU-Net export processes of the clip models (1)")
-    g.add_argument("--no-fast-path", action="store_true",
-                   help="nnU-Net's predictor unchanged: every patch, fp32 (default: only the patches of nnU-Net's "
-                        "tiling that meet the body's bounding box + 20 mm, in bf16 on CPUs that compute bf16 natively)")
+    g.add_argument("--fast-path", choices=("box", "grid", "off"), default="box",
+                   help="patches for the body's bounding box + 20 mm only, in bf16 on CPUs that compute bf16 natively: "
+                        "box (default): the box tiled with the fewest patches, masks independent of the field of "
+                        "view; grid: nnU-Net's own tiles that meet the box, nnU-Net's masks inside it; off: nnU-Net's "
+                        "predictor unchanged (every patch, fp32 on a CPU)")
+    g.add_argument("--no-fast-path", dest="fast_path", action="store_const", const="off",
+                   help="the same as --fast-path off")
     return g
 
 
@@ -143,9 +147,9 @@ def predict_options(args):
                                    tile_step_size=args.step_size, threshold_hu=args.threshold_hu,
                                    num_processes_preprocessing=args.npp, num_processes_export=args.nps,
                                    min_clip_mm3=args.min_clip_mm3,
-                                   fast_path=not args.no_fast_path)
+                                   fast_path=args.fast_path)
     return PredictOptions(args.model, breast, clips, device, not args.disable_tta, args.min_island_cc, args.margin_mm,
                           args.outlier_mm or None, not args.no_rtstruct, not args.no_preview,
                           check_spacing=not args.no_spacing_check, seg=args.seg, tile_step_size=args.step_size,
-                          rtstruct_settings=rtstruct_settings(args), fast_path=not args.no_fast_path,
+                          rtstruct_settings=rtstruct_settings(args), fast_path=args.fast_path,
                           qa_report=not args.no_qa_report)

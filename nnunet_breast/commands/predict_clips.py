@@ -37,7 +37,7 @@ def run(args) -> int:
                               use_mirroring=not args.disable_tta, tile_step_size=args.step_size,
                               threshold_hu=args.threshold_hu, side=args.side, num_processes_preprocessing=args.npp,
                               num_processes_export=args.nps, keep_work=args.keep_work, min_clip_mm3=args.min_clip_mm3,
-                              fast_path=not args.no_fast_path)
+                              fast_path=args.fast_path)
     results, timings = predict_clips_from(args.input, args.output, opts)
     for r in results:
         src = f", ROI {r.roi.source}" if r.roi is not None else ""

@@ -1,25 +1,30 @@
 """The fast path of prediction: the sliding window over the body only, bf16 and channels-last on a CPU.
 
 A planning CT is mostly air around the patient, and nnU-Net's crop-to-nonzero keeps it (air is -1000 HU, not 0),
-so the sliding window spends most patches outside the body. :class:`FastPathPredictor` is nnU-Net's predictor that
+so the sliding window spends most patches outside the body. :class:`FastPathPredictor` is nnU-Net's predictor
+that runs patches for the body's bounding box grown by ``volumes.body.BODY_MARGIN_MM`` only
+(:func:`nnunet_breast.volumes.body.body_box`: HU >= -150, largest component), everything outside it background,
+in one of two tilings (:data:`TILINGS`):
 
-* in memory (``predict_single_npy_array``, what ``predict`` uses), crops the CT to the body's bounding box grown
-  by ``volumes.body.BODY_MARGIN_MM`` (:func:`nnunet_breast.volumes.body.body_box`: HU >= -150, largest component)
-  before nnU-Net sees it, so that nnU-Net's resampling, sliding window and export all run on the box, and pastes
-  the result back into background; the box is widened to at least one patch with the CT's own air (nnU-Net
-  would pad a smaller crop with zeros: soft tissue after CT normalisation, a context the model never saw);
-* on nnU-Net's file route (``predict_from_files``: the clip models), crops the preprocessed image the same way
-  and runs nnU-Net's own sliding window on that box, everything outside it background.
-  nnU-Net tiles the box with as few patches as cover it, not the whole field of view: a patch as wide as half the
-  field of view would otherwise still touch the box on every tile. The patches then sit elsewhere than on the
-  whole grid, so masks can differ where the model is unsure; tests/test_learning.py holds them to nnU-Net's
-  accuracy against the reference;
-* on a CPU, runs each patch with network and patch in channels-last memory (instance norms as their
-  channels-last equivalent, :func:`~nnunet_breast.trainers.cpu.channels_last`: 2.2x for the EfficientNet-B0
-  U-Net in fp32 too, docs/benchmarks.md), under bf16 autocast where the CPU computes bf16 natively (nnU-Net
-  autocasts on CUDA only; ``nnUNet_breast_cpu_bf16=0`` forces fp32).
+* ``box`` (the default): the box tiled afresh with as few patches as cover it. In memory
+  (``predict_single_npy_array``, what ``predict`` uses) the CT is cropped to the box before nnU-Net sees it, so
+  nnU-Net's resampling, sliding window and export all run on the box, and the result is pasted back into
+  background; the box is widened to at least one patch with the CT's own air (nnU-Net would pad a smaller crop
+  with zeros: soft tissue after CT normalisation, a context the model never saw). On nnU-Net's file route
+  (``predict_from_files``: the clip models) the preprocessed image is cropped the same way. The masks then
+  depend on the body, not on the scanner's field of view; nnU-Net's whole-grid tiles are anchored at the image's
+  corner, so its own masks move with the field of view (docs/benchmarks.md: up to 0.19 DSC on a test model),
+  and the box's masks differ from them where the model is unsure.
+* ``grid``: nnU-Net's own tiles of the whole image, minus those that miss the box: inside the box, nnU-Net's
+  logits exactly (the same patches, Gaussian weights and preprocessing of the whole CT), for those who must
+  reproduce ``nnUNetv2_predict``. It saves only where the patch is small against the field of view (a
+  256-voxel-wide patch meets the box on every tile of a 512-pixel CT).
 
-``--no-fast-path`` (``predict``, ``predict-clips``) gives nnU-Net's predictor unchanged.
+On a CPU each patch runs with network and patch in channels-last memory (instance norms as their channels-last
+equivalent, :func:`~nnunet_breast.trainers.cpu.channels_last`: 2.2x for the EfficientNet-B0 U-Net in fp32 too,
+docs/benchmarks.md), under bf16 autocast where the CPU computes bf16 natively (nnU-Net autocasts on CUDA only;
+``nnUNet_breast_cpu_bf16=0`` forces fp32). ``--fast-path off`` (``--no-fast-path``) gives nnU-Net's predictor
+unchanged.
 """
 from __future__ import annotations
 
@@ -33,11 +38,14 @@ from nnunet_breast.volumes.components import pasted
 
 #: logit outside the body's box: a sigmoid of ~5e-5, background for region heads
 BACKGROUND_LOGIT = -10.0
+#: how the fast path tiles the body's box (module docstring); "off": nnU-Net's predictor unchanged
+TILINGS = ("box", "grid")
 
 
 class FastPathPredictor(nnUNetPredictor):
     """nnU-Net's predictor on the body's box only; on a CPU in channels-last, in bf16 where the CPU has it."""
 
+    tiling = "box"                            # one of TILINGS
     _box: tuple | None = None                 # the body box of the case being predicted
     _box_for: torch.Tensor | None = None      # the case it was found on (every fold predicts the same tensor)
     _cropped = False                          # predicting a CT already cropped to its body box
@@ -45,12 +53,12 @@ class FastPathPredictor(nnUNetPredictor):
     def predict_in_body_box(self, input_image: np.ndarray, image_properties: dict,
                             save_or_return_probabilities: bool = False) -> tuple[tuple, np.ndarray, np.ndarray | None]:
         """(box, label map, probabilities or None) of nnU-Net's in-memory prediction of the CT cropped to the
-        body's box: the arrays cover ``box`` (slices of ``input_image``'s grid; the whole grid where no box
-        applies) and everything outside it is background."""
-        box = self._raw_body_region(input_image, image_properties["spacing"])
+        body's box: the arrays cover ``box`` (slices of ``input_image``'s grid; the whole grid on the ``grid``
+        tiling or where no box applies) and everything outside it is background."""
+        box = self._raw_body_region(input_image, image_properties["spacing"]) if self.tiling == "box" else None
         if box is None:
             box = tuple(slice(0, n) for n in input_image.shape[1:])
-        self._cropped = True            # the preprocessed crop is the box: no second search in the sliding window
+        self._cropped = self.tiling == "box"     # the crop is the box: no second search in the sliding window
         try:
             out = super().predict_single_npy_array(np.ascontiguousarray(input_image[(slice(None), *box)]),
                                                    image_properties, None, None, save_or_return_probabilities)
@@ -84,13 +92,27 @@ class FastPathPredictor(nnUNetPredictor):
             self.network = channels_last(self.network)
         if self._box is None:
             return super().predict_sliding_window_return_logits(input_image)
-        inside = super().predict_sliding_window_return_logits(input_image[(slice(None), *self._box)])
+        if self.tiling == "grid":              # nnU-Net's tiles that meet the box (_internal_get_sliding_window_slicers)
+            inside = super().predict_sliding_window_return_logits(input_image)[(slice(None), *self._box)]
+        else:
+            inside = super().predict_sliding_window_return_logits(input_image[(slice(None), *self._box)])
         logits = torch.full((inside.shape[0], *input_image.shape[1:]), BACKGROUND_LOGIT, dtype=inside.dtype,
                             device=inside.device)
         if not self.label_manager.has_regions:
             logits[0] = -BACKGROUND_LOGIT      # softmax heads: channel 0 is background
         logits[(slice(None), *self._box)] = inside
         return logits
+
+    def _internal_get_sliding_window_slicers(self, image_size):
+        """nnU-Net's tiles; on the ``grid`` tiling those that meet the body's box only. A tile that misses the
+        box adds nothing to any voxel inside it, so the box's logits stay nnU-Net's; voxels that no kept tile
+        covers are outside the box and become background. (nnU-Net pads an image smaller than the patch to one
+        patch: along such an axis its single tile meets any box, so the padding's shift does not matter.)"""
+        slicers = super()._internal_get_sliding_window_slicers(image_size)
+        if self.tiling != "grid" or self._box is None or self._cropped:
+            return slicers
+        return [s for s in slicers if all(t.start < b.stop and b.start < t.stop
+                                          for t, b in zip(s[-len(self._box):], self._box))]
 
     def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
         if self.device.type != "cpu":
@@ -111,7 +133,9 @@ class FastPathPredictor(nnUNetPredictor):
         box = body_box(hu, list(self.configuration_manager.spacing)[::-1])
         if box is None:
             return None
-        return _unless_whole(widened(box, hu.shape, self.configuration_manager.patch_size), hu.shape)
+        if self.tiling == "box":               # a crop narrower than a patch would be padded with zeros
+            box = widened(box, hu.shape, self.configuration_manager.patch_size)
+        return _unless_whole(box, hu.shape)
 
     def _raw_body_region(self, image: np.ndarray, spacing: list) -> tuple | None:
         """The body box (+ margin) as slices of the CT as nnU-Net receives it (channel 0 in HU; ``spacing`` in

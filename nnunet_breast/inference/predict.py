@@ -76,7 +76,7 @@ class PredictOptions:
     check_spacing: bool = True
     seg: bool = False                      # also SEG.<case>.dcm (DICOM inputs only)
     rtstruct_settings: RTStructSettings | None = None   # label, series description, name map, add_to, on_clash
-    fast_path: bool = True                 # body box + bf16 on capable CPUs (inference/fast_path.py)
+    fast_path: str = "box"                 # the body box's tiling, or "off" (inference/fast_path.py)
     tile_step_size: float = 0.5            # nnU-Net's sliding-window step, a fraction of the patch
     qa_report: bool = True                 # qa_report.html per case (inference/qa_report.py)
 

@@ -91,25 +91,30 @@ def default_device() -> str:
 
 
 def make_predictor(ref: ModelRef, device: str = "cpu", tile_step_size: float = 0.5, use_mirroring: bool = True,
-                   verbose: bool = False, fast_path: bool = True):
+                   verbose: bool = False, fast_path: str = "box"):
     """An initialised ``nnUNetPredictor`` for ``ref`` (raises UserError when the model is missing); ``fast_path``:
-    :class:`~nnunet_breast.inference.fast_path.FastPathPredictor` (the body's patches only; bf16 on capable CPUs)."""
+    the tiling of :class:`~nnunet_breast.inference.fast_path.FastPathPredictor` (the body's patches only; bf16 on
+    capable CPUs), or "off" for nnU-Net's predictor unchanged."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from nnunet_breast.inference.fast_path import FastPathPredictor
+    from nnunet_breast.inference.fast_path import TILINGS, FastPathPredictor
 
+    if fast_path not in (*TILINGS, "off"):
+        raise ValueError(f"fast_path must be one of {TILINGS} or 'off', not {fast_path!r}")
     os.environ["nnUNet_extTrainer"] = extended_ext_trainer()
     folder = ref.trained_folder()
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("-device cuda requested but no CUDA GPU is visible; use -device cpu")
     if device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-    predictor_class = FastPathPredictor if fast_path else nnUNetPredictor
+    predictor_class = nnUNetPredictor if fast_path == "off" else FastPathPredictor
     predictor = predictor_class(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
                                 perform_everything_on_device=device == "cuda", device=torch.device(device),
                                 verbose=verbose, verbose_preprocessing=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(folder), ref.folds, ref.checkpoint)
+    if fast_path != "off":
+        predictor.tiling = fast_path
     return predictor
 
 

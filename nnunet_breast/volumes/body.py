@@ -58,16 +58,28 @@ Box = tuple[slice, slice, slice]          # [z, y, x] slices of the whole grid
 BOX_GRID_MM = 2.5
 
 
-def body_box(hu: np.ndarray, spacing_xyz, margin_mm: float = BODY_MARGIN_MM) -> Box | None:
+def body_box(hu: np.ndarray, spacing_xyz, margin_mm: float = BODY_MARGIN_MM, air_hu: float = -150.0) -> Box | None:
     """Slices of the body's bounding box in an HU array (``spacing_xyz`` in SimpleITK order, as
     :func:`body_mask`; any axis order) grown by ``margin_mm`` and by one step of the :data:`BOX_GRID_MM` grid the
-    body is found on (the body may reach that far past its last sampled voxel); None when no body is found."""
+    body is found on (the body may reach that far past its last sampled voxel); None when no body is found.
+
+    That grid starts, along each axis, at the first voxel of tissue (HU >= ``air_hu``), not at the array's corner:
+    the same patient anywhere in a wider or shifted field of view gets the same box relative to the patient, so
+    the fast path's patches, anchored on the box, move with the patient."""
     spacing_zyx = np.array(spacing_xyz[::-1], float)
     step = np.maximum(1, np.round(BOX_GRID_MM / spacing_zyx)).astype(int)
-    body = body_mask(hu[tuple(slice(None, None, int(k)) for k in step)], (spacing_zyx * step)[::-1])
+    tissue = hu >= air_hu
+    first = []
+    for axis in range(hu.ndim):
+        seen = np.flatnonzero(tissue.any(axis=tuple(a for a in range(hu.ndim) if a != axis)))
+        if len(seen) == 0:
+            return None
+        first.append(int(seen[0]) % int(step[axis]))
+    body = body_mask(hu[tuple(slice(f, None, int(k)) for f, k in zip(first, step))], (spacing_zyx * step)[::-1],
+                     air_hu)
     box = bounding_box(body)
     if box is None:
         return None
     pad = np.ceil(margin_mm / spacing_zyx).astype(int) + (step - 1)
-    return tuple(slice(max(0, b.start * int(k) - int(p)), min(int(n), (b.stop - 1) * int(k) + 1 + int(p)))
-                 for b, k, p, n in zip(box, step, pad, hu.shape))
+    return tuple(slice(max(0, f + b.start * int(k) - int(p)), min(int(n), f + (b.stop - 1) * int(k) + 1 + int(p)))
+                 for b, f, k, p, n in zip(box, first, step, pad, hu.shape))
