@@ -201,7 +201,8 @@ def main() -> int:
     ap.add_argument("--configuration", default="3d_fullres_effnetb0")
     ap.add_argument("--n-plan", type=int, default=3, help="synthetic cases nnU-Net plans from (3)")
     ap.add_argument("--clip-results", type=Path, help="nnUNet_results of benchmarks/clip_cascade.py (502, 503)")
-    ap.add_argument("--skip", action="append", default=[], choices=("vanilla", "no_fast_path", "grid", "cpu_config", "both"),
+    ap.add_argument("--skip", action="append", default=[],
+                    choices=("vanilla", "no_fast_path", "grid", "cpu_config", "both"),
                     help="leave out a row (repeatable)")
     ap.add_argument("--resume", action="store_true", help="keep the rows an earlier run of this --work measured")
     ap.add_argument("-np", "--num-processes", type=int, default=2, help="processes for the set-up CLIs")
@@ -278,7 +279,8 @@ def main() -> int:
 
 
 def markdown(result: dict) -> str:
-    rows = [k for k in ("vanilla", "ours", "ours_grid", "ours_no_fast_path", "ours_cpu_config", "clips", "both") if k in result]
+    rows = [k for k in ("vanilla", "ours", "ours_grid", "ours_no_fast_path", "ours_cpu_config", "clips", "both")
+            if k in result]
     stages = ("read", "load", "network", "nnunet", "decode_and_clips", "write")
     lines = [f"| run | total (s) | {' | '.join(stages)} | patches | vs vanilla |", "|---" * (len(stages) + 4) + "|"]
     for r in rows:

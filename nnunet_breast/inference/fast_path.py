@@ -92,7 +92,7 @@ class FastPathPredictor(nnUNetPredictor):
             self.network = channels_last(self.network)
         if self._box is None:
             return super().predict_sliding_window_return_logits(input_image)
-        if self.tiling == "grid":              # nnU-Net's tiles that meet the box (_internal_get_sliding_window_slicers)
+        if self.tiling == "grid":              # nnU-Net's tiles that meet the box: _internal_get_sliding_window_slicers
             inside = super().predict_sliding_window_return_logits(input_image)[(slice(None), *self._box)]
         else:
             inside = super().predict_sliding_window_return_logits(input_image[(slice(None), *self._box)])
