@@ -60,12 +60,18 @@ def _autocast(x):
     return torch.autocast("cuda", enabled=x.is_cuda)
 
 
+def _forward_input(x, precision: str, fast: bool):
+    """(input, autocast context) of a timed forward pass: ``fast`` or ``bf16``: on a CPU, the fast path's way
+    (channels-last input; bf16 autocast on a CPU), otherwise nnU-Net's (:func:`_autocast`)."""
+    if fast or precision == "bf16":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    return x, torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else _autocast(x)
+
+
 def forward_seconds(net, x, repeats: int, precision: str = "fp32", fast: bool = False) -> float:
     """Seconds per forward pass; ``fast`` or ``bf16``: on a CPU, the fast path's way (the caller converted
     ``net`` with ``channels_last``)."""
-    if fast or precision == "bf16":
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-    cast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else _autocast(x)
+    x, cast = _forward_input(x, precision, fast)
     with torch.no_grad(), cast:
         net(x)
         if x.is_cuda:
@@ -85,8 +91,7 @@ def compiled(net, x, precision: str) -> tuple[torch.nn.Module, float]:
 
     inductor.freezing = True
     net = torch.compile(net)
-    x = x.contiguous(memory_format=torch.channels_last_3d)
-    cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    x, cast = _forward_input(x, precision, fast=True)
     t = time.perf_counter()
     with torch.no_grad(), cast:
         net(x)
