@@ -12,12 +12,12 @@ in one of two tilings (:data:`TILINGS`):
   background; the box is widened to at least one patch with the CT's own air (nnU-Net would pad a smaller crop
   with zeros: soft tissue after CT normalisation, a context the model never saw). On nnU-Net's file route
   (``predict_from_files``: the clip models) the preprocessed image is cropped the same way. The masks then
-  depend on the body, not on the scanner's field of view; nnU-Net's whole-grid tiles are anchored at the image's
-  corner, so its own masks move with the field of view (docs/benchmarks.md: up to 0.19 DSC on a test model),
-  and the box's masks differ from them where the model is unsure.
-* ``grid``: nnU-Net's own tiles of the whole image, minus those that miss the box: inside the box, nnU-Net's
-  logits exactly (the same patches, Gaussian weights and preprocessing of the whole CT), for those who must
-  reproduce ``nnUNetv2_predict``. It saves only where the patch is small against the field of view (a
+  depend on the body, not on the scanner's field of view (the box is found on a grid that starts at the body);
+  nnU-Net's whole-grid tiles are anchored at the image's corner, so its own masks move with the field of view
+  (``benchmarks/fast_path_tilings.py``), and the box's masks differ from them where the model is unsure.
+* ``grid``: nnU-Net's own tiles of the whole image, minus those that miss the box: nnU-Net's logits inside the
+  box (the same patches, Gaussian weights and preprocessing of the whole CT; after the export's resampling,
+  inside the body), for those who must reproduce ``nnUNetv2_predict``. It saves only where the patch is small against the field of view (a
   256-voxel-wide patch meets the box on every tile of a 512-pixel CT).
 
 On a CPU each patch runs with network and patch in channels-last memory (instance norms as their channels-last
