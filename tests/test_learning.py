@@ -6,8 +6,9 @@ trains on four with the demo's recipe on 600 iterations (``nnUNetTrainerEffNetB0
 validation predicts the other two. Heart and both lungs must reach DSC 0.8 there: a flipped left-right axis, a
 broken loss, a recipe or a network that stops learning turns this red. Not timed.
 
-The trained model also checks prediction's fast path (only the patches that meet the body box, bf16 on capable
-CPUs) against nnU-Net's own predictor, on a held-out case placed in a scanner-wide field of view of air.
+The trained model also checks prediction's fast path (patches for the body's box only, bf16 on capable CPUs) on a
+held-out case placed in a scanner-wide field of view of air: the ``grid`` tiling gives nnU-Net's own predictor's
+probabilities inside the body, the default ``box`` tiling the same probabilities in two fields of view.
 """
 import csv
 import json
