@@ -68,13 +68,10 @@ def body_box(hu: np.ndarray, spacing_xyz, margin_mm: float = BODY_MARGIN_MM, air
     the fast path's patches, anchored on the box, move with the patient."""
     spacing_zyx = np.array(spacing_xyz[::-1], float)
     step = np.maximum(1, np.round(BOX_GRID_MM / spacing_zyx)).astype(int)
-    tissue = hu >= air_hu
-    first = []
-    for axis in range(hu.ndim):
-        seen = np.flatnonzero(tissue.any(axis=tuple(a for a in range(hu.ndim) if a != axis)))
-        if len(seen) == 0:
-            return None
-        first.append(int(seen[0]) % int(step[axis]))
+    tissue = bounding_box(hu >= air_hu)
+    if tissue is None:
+        return None
+    first = [t.start % int(k) for t, k in zip(tissue, step)]
     body = body_mask(hu[tuple(slice(f, None, int(k)) for f, k in zip(first, step))], (spacing_zyx * step)[::-1],
                      air_hu)
     box = bounding_box(body)
