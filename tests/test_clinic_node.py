@@ -44,21 +44,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(condition, what: str, timeout_s: float = 300):
+def _wait(condition, what: str, timeout_s: float = 300, node: "Node | None" = None):
+    """Poll ``condition``; a node that exits, or the timeout, fails at once with the node's log."""
     end = time.time() + timeout_s
     while time.time() < end:
         value = condition()
         if value:
             return value
+        if node is not None and node.proc.poll() is not None:
+            raise AssertionError(f"the node exited ({node.proc.returncode}) while waiting for {what}:\n{node.tail()}")
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f":\n{node.tail()}" if node is not None else ""))
 
 
 def _job_states(root: Path) -> dict[str, list[dict]]:
     out = {}
     for f in sorted((root / "jobs").glob("*/*/job.json")):
         if f.parent.parent.name != ".new":
-            out.setdefault(f.parent.parent.name, []).append(json.loads(f.read_text()))
+            try:
+                info = json.loads(f.read_text())
+            except FileNotFoundError:       # the node moved the job to its next state meanwhile
+                continue
+            out.setdefault(f.parent.parent.name, []).append(info)
     return out
 
 
@@ -78,10 +85,13 @@ class Node:
         self.proc = None
 
     def start(self) -> "Node":
+        offset = self.log.stat().st_size if self.log.exists() else 0     # a restart appends to the same log
         self.proc = subprocess.Popen(self.cmd, stdout=open(self.log, "a"), stderr=subprocess.STDOUT)
-        _wait(lambda: self.proc.poll() is not None or "listening on" in self.log.read_text(), "the node to listen")
-        assert self.proc.poll() is None, self.log.read_text()[-2000:]
+        _wait(lambda: "listening on" in self.log.read_text()[offset:], "the node to listen", node=self)
         return self
+
+    def tail(self) -> str:
+        return self.log.read_text()[-3000:] if self.log.exists() else "(no log)"
 
     def send(self, files, calling=SENDER_AE) -> subprocess.CompletedProcess:
         return subprocess.run([STORESCU, "-aet", calling, "-aec", NODE_AE, "127.0.0.1", str(self.port),
@@ -107,11 +117,16 @@ def tps(tmp_path):
     folder.mkdir()
     proc = subprocess.Popen([STORESCP, "-aet", TPS_AE, "-od", str(folder), str(port)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT)
-    time.sleep(0.5)
+    _wait(lambda: proc.poll() is not None or _listening(port), "storescp to listen", timeout_s=60)
     assert proc.poll() is None, "storescp did not start"
     yield port, folder
     proc.terminate()
     proc.wait(30)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _received(folder: Path) -> list[pydicom.Dataset]:
@@ -136,9 +151,9 @@ def test_storescu_to_node_to_storescp(cts, tps, tmp_path, console_scripts):
         assert refused.returncode != 0 and "Rejected" in refused.stderr + refused.stdout
         a, b = (sorted(c.glob("CT.*.dcm")) for c in cts[:2])
         assert node.send(a).returncode == 0
-        _wait(lambda: any((node.root / "jobs" / s).iterdir() for s in ("queued", "running")), "the first job")
+        _wait(lambda: _job_states(node.root), "the first job", node=node)
         assert node.send(b).returncode == 0
-        _wait(lambda: len(_job_states(node.root).get("done", [])) == 2, "two done jobs")
+        _wait(lambda: len(_job_states(node.root).get("done", [])) == 2, "two done jobs", node=node)
         received = _wait(lambda: len(list(tps_dir.iterdir())) == 2 and _received(tps_dir), "two RTSTRUCTs")
     finally:
         node.stop()
@@ -160,12 +175,11 @@ def test_kill_9_during_a_job_then_restart_completes_it_once(cts, tps, tmp_path, 
     port, tps_dir = tps
     node = Node(tmp_path / "node", tps_dir, port, console_scripts).start()
     assert node.send(sorted(cts[0].glob("CT.*.dcm"))).returncode == 0
-    _wait(lambda: any((node.root / "jobs" / "running").iterdir()) or _job_states(node.root).get("done"),
-          "the job to start")
+    _wait(lambda: {"running", "sending", "done"} & set(_job_states(node.root)), "the job to start", node=node)
     node.stop(signal.SIGKILL)
     node.start()
     try:
-        _wait(lambda: _job_states(node.root).get("done"), "the job to finish after the restart")
+        _wait(lambda: _job_states(node.root).get("done"), "the job to finish after the restart", node=node)
         time.sleep(2)                       # a duplicate send would arrive now
     finally:
         node.stop()
@@ -194,7 +208,7 @@ def test_bad_series_are_quarantined_and_the_node_goes_on(cts, tps, tmp_path, con
         for folder in (mr, gap, cts[0]):
             assert node.send(sorted(folder.glob("CT.*.dcm"))).returncode == 0
         _wait(lambda: sum(len(v) for v in _job_states(node.root).values()) == 3 and
-              not {"queued", "running", "sending"} & set(_job_states(node.root)), "three finished jobs")
+              not {"queued", "running", "sending"} & set(_job_states(node.root)), "three finished jobs", node=node)
     finally:
         node.stop()
     states = _job_states(node.root)
