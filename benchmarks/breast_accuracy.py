@@ -2,8 +2,8 @@
 
 One run, everything through the real CLIs as subprocesses (logs: WORK/logs/<step>.log):
 
-1. synthetic breast cohorts (`nnunet-breast synth`): --n-train cases as clinics export them (seed 0, treated side
-   only, some structures missing) and --n-test fully contoured held-out cases (--test-seed), --size small;
+1. synthetic breast cohorts (`nnunet-breast synth`): --n-train cases as clinics export them (--train-seed, treated
+   side only, some structures missing) and --n-test fully contoured held-out cases (--test-seed), --size small;
 2. `convert breast` (--dataset-id, held-out cases +1), stratified splits (min(5, n-train) folds), stock
    planning + 3d_fullres preprocessing, `nnunet-breast plan` (3d_fullres_effnetb0 + the paper preset), the
    paper preset's preprocessing; --cpu-config: vanilla and ours on `plan --cpu`'s 3d_cpu / 3d_cpu_effnetb0
@@ -24,8 +24,9 @@ Writes WORK/breast_accuracy.md (printed) and WORK/breast_accuracy.json (the JSON
     python benchmarks/breast_accuracy.py --work /tmp/ba --cpu-config --models vanilla,ours --schedule LongCPU
     python benchmarks/breast_accuracy.py --work /tmp/ba --resume                  # go on after an interruption
     python benchmarks/breast_accuracy.py --work /tmp/ba --skip-training --models vanilla,ours
-    python benchmarks/breast_accuracy.py --work /tmp/t --n-train 3 --n-test 1 --schedule Tiny_2epochs \\
-        --trainer vanilla=nnUNetTrainerTiny_2epochs --models vanilla,ours     # the smoke test (minutes)
+    nnUNet_n_proc_DA=0 python benchmarks/breast_accuracy.py --work /tmp/t --n-train 6 --n-test 2 \\
+        --cpu-config --models vanilla,ours --schedule Tiny_2epochs --trainer vanilla=nnUNetTrainerTiny_2epochs \\
+        --trainer ours=nnUNetTrainerEffNetB0LearningCPU     # tests/test_learning.py (in-process augmentation)
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--n-train", type=int, default=10)
     ap.add_argument("--n-test", type=int, default=4)
+    ap.add_argument("--train-seed", type=int, default=0)
     ap.add_argument("--test-seed", type=int, default=TEST_SEED)
     ap.add_argument("--size", choices=("small", "full", "slab"), default="small")
     ap.add_argument("--dataset-id", type=int, default=811, help="training dataset (811); held-out: +1")
@@ -109,8 +111,11 @@ def main() -> int:
     def run(step: str, *cmd) -> None:
         t0, log = time.perf_counter(), work / "logs" / f"{step}.log"
         exe = shutil.which(cmd[0], path=f"{bindir}{os.pathsep}{environ.get('PATH', '')}") or cmd[0]
+        step_environ = environ
+        if step.startswith("plan") and environ.get("nnUNet_n_proc_DA") == "0":     # in-process augmentation for
+            step_environ = dict(environ, nnUNet_n_proc_DA="1")   # training; nnU-Net's planner: set_num_threads(it)
         with open(log, "w") as f:
-            r = subprocess.run([exe, *map(str, cmd[1:])], stdout=f, stderr=subprocess.STDOUT, env=environ,
+            r = subprocess.run([exe, *map(str, cmd[1:])], stdout=f, stderr=subprocess.STDOUT, env=step_environ,
                                check=False)
         if r.returncode != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
@@ -125,7 +130,7 @@ def main() -> int:
     train_id, test_id = args.dataset_id, args.dataset_id + 1
     train_name, test_name = f"Dataset{train_id:03d}_BreastRT", f"Dataset{test_id:03d}_BreastRTTest"
     pre = dirs["nnUNet_preprocessed"] / train_name
-    for kind, n, seed, labels, did, name in (("train", args.n_train, 0, "clinical", train_id, "BreastRT"),
+    for kind, n, seed, labels, did, name in (("train", args.n_train, args.train_seed, "clinical", train_id, "BreastRT"),
                                             ("test", args.n_test, args.test_seed, "full", test_id, "BreastRTTest")):
         if kind == "train" and args.skip_training:
             continue
@@ -340,6 +345,7 @@ def report(work: Path, args, results: dict) -> int:
     line = clean({"benchmark": "breast_accuracy", "device": args.device,
                   "iterations": iterations.pop() if isinstance(iterations, set) else iterations,
                   "n_train": args.n_train, "n_test": args.n_test, "size": args.size,
+                  "seeds": {"train": args.train_seed, "test": args.test_seed},
                   "folds": [int(f) for f in args.folds.split(",")],
                   "models": models, "ratio_s_per_iter_ours_vs_vanilla": ratio, "mean_dsc_diff_ours_minus_vanilla": diff,
                   "goal_met": {"ours_mean_dsc_ge_vanilla_minus_0.01": None if diff is None else bool(diff >= -0.01),

@@ -17,8 +17,9 @@ in one of two tilings (:data:`TILINGS`):
   (``benchmarks/fast_path_tilings.py``), and the box's masks differ from them where the model is unsure.
 * ``grid``: nnU-Net's own tiles of the whole image, minus those that miss the box: nnU-Net's logits inside the
   box (the same patches, Gaussian weights and preprocessing of the whole CT; after the export's resampling,
-  inside the body), for those who must reproduce ``nnUNetv2_predict``. It saves only where the patch is small against the field of view (a
-  256-voxel-wide patch meets the box on every tile of a 512-pixel CT).
+  inside the body), background outside the CT's body box, for those who must reproduce ``nnUNetv2_predict``. It
+  saves only where the patch is small against the field of view (a 256-voxel-wide patch meets the box on every
+  tile of a 512-pixel CT).
 
 On a CPU each patch runs with network and patch in channels-last memory (instance norms as their channels-last
 equivalent, :func:`~nnunet_breast.trainers.cpu.channels_last`: 2.2x for the EfficientNet-B0 U-Net in fp32 too,
@@ -53,19 +54,23 @@ class FastPathPredictor(nnUNetPredictor):
     def predict_in_body_box(self, input_image: np.ndarray, image_properties: dict,
                             save_or_return_probabilities: bool = False) -> tuple[tuple, np.ndarray, np.ndarray | None]:
         """(box, label map, probabilities or None) of nnU-Net's in-memory prediction of the CT cropped to the
-        body's box: the arrays cover ``box`` (slices of ``input_image``'s grid; the whole grid on the ``grid``
-        tiling or where no box applies) and everything outside it is background."""
+        body's box: the arrays cover ``box`` (slices of ``input_image``'s grid; the whole grid where no box
+        applies) and everything outside it is background. The ``grid`` tiling predicts the whole CT and keeps its
+        body box: the export's interpolation would carry the box's edge, found on the coarser network grid, up to
+        a network voxel further into the air."""
+        whole = tuple(slice(0, n) for n in input_image.shape[1:])
         box = self._raw_body_region(input_image, image_properties["spacing"]) if self.tiling == "box" else None
-        if box is None:
-            box = tuple(slice(0, n) for n in input_image.shape[1:])
-        self._cropped = self.tiling == "box"     # the crop is the box: no second search in the sliding window
+        self._cropped = box is not None          # the crop is the box: no second search in the sliding window
         try:
-            out = super().predict_single_npy_array(np.ascontiguousarray(input_image[(slice(None), *box)]),
+            out = super().predict_single_npy_array(np.ascontiguousarray(input_image[(slice(None), *(box or whole))]),
                                                    image_properties, None, None, save_or_return_probabilities)
         finally:
             self._cropped = False
         seg, probabilities = out if save_or_return_probabilities else (out, None)
-        return box, seg, probabilities
+        if self.tiling == "grid" and (box := self._raw_body_box(input_image, image_properties["spacing"])):
+            seg = seg[box]
+            probabilities = None if probabilities is None else probabilities[(slice(None), *box)]
+        return box or whole, seg, probabilities
 
     def predict_single_npy_array(self, input_image: np.ndarray, image_properties: dict,
                                  segmentation_previous_stage: np.ndarray | None = None,
@@ -137,14 +142,20 @@ class FastPathPredictor(nnUNetPredictor):
             box = widened(box, hu.shape, self.configuration_manager.patch_size)
         return _unless_whole(box, hu.shape)
 
-    def _raw_body_region(self, image: np.ndarray, spacing: list) -> tuple | None:
+    def _raw_body_box(self, image: np.ndarray, spacing: list) -> tuple | None:
         """The body box (+ margin) as slices of the CT as nnU-Net receives it (channel 0 in HU; ``spacing`` in
-        the array's axis order), widened to at least one patch once resampled; None as in :meth:`_body_region`."""
-        patch = self.configuration_manager.patch_size
+        the array's axis order); None as in :meth:`_body_region`."""
         scheme = self.configuration_manager.normalization_schemes[0]
-        if len(patch) != image.ndim - 1 or scheme not in ("CTNormalization", "NoNormalization"):
+        if len(self.configuration_manager.patch_size) != image.ndim - 1 or \
+                scheme not in ("CTNormalization", "NoNormalization"):
             return None
         box = body_box(np.asarray(image[0], np.float32), list(spacing)[::-1])
+        return None if box is None else _unless_whole(box, image.shape[1:])
+
+    def _raw_body_region(self, image: np.ndarray, spacing: list) -> tuple | None:
+        """:meth:`_raw_body_box` widened to at least one patch once resampled (the ``box`` tiling's crop)."""
+        patch = self.configuration_manager.patch_size
+        box = self._raw_body_box(image, spacing)
         if box is None:
             return None
         need = [0] * len(patch)
