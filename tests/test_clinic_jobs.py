@@ -166,6 +166,27 @@ def test_destinations_ae_titles_and_backoff():
     assert [backoff_s(n) for n in (1, 2, 3)] == [10, 20, 40] and backoff_s(30) == 600
 
 
+def test_an_error_in_the_loop_is_logged_and_the_node_goes_on(tmp_path, caplog):
+    """A step that raises (a source on a full disk, a bug) does not end the node: logged with its traceback,
+    tried again after retry_s, and the next step's work is done."""
+    import threading
+
+    stop, calls = threading.Event(), []
+
+    class Flaky:
+        def collect(self, store):
+            calls.append(time.monotonic())
+            if len(calls) == 1:
+                raise OSError(28, "No space left on device")
+            stop.set()
+            return []
+
+    with Node(tmp_path / "node", OPTS, [Flaky()]) as node:
+        node.run(stop, poll_s=0.01, retry_s=0.2)
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.2
+    assert "the job loop failed; trying again in 0 s" in caplog.text and "No space left on device" in caplog.text
+
+
 def test_a_second_node_on_the_same_folder_is_refused(tmp_path):
     with Node(tmp_path / "node", OPTS, []):
         with pytest.raises(UserError, match="another node"):

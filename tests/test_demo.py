@@ -35,7 +35,7 @@ def demo(tmp_path_factory):
     environ = child_environ(nnUNet_def_n_proc="1", nnUNet_compile="false")
     environ.pop("nnUNet_n_proc_DA", None)        # the demo's own choice: augmentation in the training process
     bindir = Path(sys.executable).parent
-    r = subprocess.run([str(bindir / "nnunet-breast"), "demo", "--out", str(out), "--quick", "--n-train", "10",
+    r = subprocess.run([str(bindir / "nnunet-breast"), "demo", "--out", str(out), "--quick", "--n-train", "6",
                         "--n-new", "2", "-device", "cpu"], capture_output=True, text=True, env=environ)
     assert r.returncode == 0, (r.stdout[-4000:], r.stderr[-4000:])
     nn = {v: str(out / "nnunet" / v) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}

@@ -51,9 +51,17 @@ class Node:
     def __exit__(self, *exc) -> None:
         self._lock.release()
 
-    def run(self, stop: threading.Event, poll_s: float = 1.0) -> None:
+    def run(self, stop: threading.Event, poll_s: float = 1.0, retry_s: float = 30.0) -> None:
+        """Steps until ``stop``; an unexpected error in one (a full disk, a bug) is logged with its traceback and
+        the loop goes on after ``retry_s``: the node keeps receiving, and jobs stay on disk in their state."""
         while not stop.is_set():
-            if not self.step():
+            try:
+                busy = self.step()
+            except Exception:
+                log.exception("the job loop failed; trying again in %.0f s", retry_s)
+                stop.wait(retry_s)
+                continue
+            if not busy:
                 stop.wait(poll_s)
 
     def step(self) -> bool:
