@@ -5,7 +5,7 @@
 Generates small synthetic cohorts (DICOM CT + RTSTRUCT), converts them, plans with stock nnU-Net + our plans,
 trains the breast model (EfficientNet-B0 U-Net) and the clip model on a short schedule (fold 0), evaluates
 (metrics.csv, tables, box plots), and predicts on new synthetic patients: NIfTI masks, RTSTRUCT, clips.json,
-tumour-bed proposal, PNG previews. About 12 minutes on 2 CPU cores; uses the GPU when there is one.
+tumour-bed proposal, PNG previews. About 10 minutes on 2 CPU cores; uses the GPU when there is one.
 --out is the demo's own folder and is rebuilt on every run (nnU-Net folders included, yours untouched).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from nnunet_breast.errors import UserError
 
-HELP = "run the whole pipeline on synthetic patients (about 12 min on 2 CPU cores)"
+HELP = "run the whole pipeline on synthetic patients (about 10 min on 2 CPU cores)"
 
 
 def add_arguments(p):

@@ -60,7 +60,7 @@ class FastPathPredictor(nnUNetPredictor):
         a network voxel further into the air."""
         whole = tuple(slice(0, n) for n in input_image.shape[1:])
         box = self._raw_body_region(input_image, image_properties["spacing"]) if self.tiling == "box" else None
-        self._cropped = box is not None          # the crop is the box: no second search in the sliding window
+        self._cropped = self.tiling == "box"     # the crop is the box: no second search in the sliding window
         try:
             out = super().predict_single_npy_array(np.ascontiguousarray(input_image[(slice(None), *(box or whole))]),
                                                    image_properties, None, None, save_or_return_probabilities)
