@@ -257,11 +257,7 @@ def test_the_tilings_benchmark_runs_on_the_trained_model(trained):
     """benchmarks/fast_path_tilings.py end to end on this model and two fields of view: the box tiling's masks
     the same in both, the grid's nnU-Net's; the box runs fewer patches than nnU-Net, the grid no more (its
     saving needs tiles wholly in air, a field of view wider than these: test_grid_tiling_... counts it)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fast_path_tilings.py"
+    script = BENCHMARK.parent / "fast_path_tilings.py"
     r = subprocess.run([sys.executable, str(script), "--nnunet", str(trained["dirs"]["nnUNet_raw"].parent), "-d",
                         str(DATASET), "-tr", TRAINER, "-c", CONFIG, "--pads", "20", "101"],
                        capture_output=True, text=True, env=trained["environ"])

@@ -58,19 +58,20 @@ class FastPathPredictor(nnUNetPredictor):
         applies) and everything outside it is background. The ``grid`` tiling predicts the whole CT and keeps its
         body box: the export's interpolation would carry the box's edge, found on the coarser network grid, up to
         a network voxel further into the air."""
-        whole = tuple(slice(0, n) for n in input_image.shape[1:])
-        box = self._raw_body_region(input_image, image_properties["spacing"]) if self.tiling == "box" else None
+        spacing, whole = image_properties["spacing"], tuple(slice(0, n) for n in input_image.shape[1:])
+        crop = (self._raw_body_region(input_image, spacing) if self.tiling == "box" else None) or whole
         self._cropped = self.tiling == "box"     # the crop is the box: no second search in the sliding window
         try:
-            out = super().predict_single_npy_array(np.ascontiguousarray(input_image[(slice(None), *(box or whole))]),
+            out = super().predict_single_npy_array(np.ascontiguousarray(input_image[(slice(None), *crop)]),
                                                    image_properties, None, None, save_or_return_probabilities)
         finally:
             self._cropped = False
         seg, probabilities = out if save_or_return_probabilities else (out, None)
-        if self.tiling == "grid" and (box := self._raw_body_box(input_image, image_properties["spacing"])):
-            seg = seg[box]
-            probabilities = None if probabilities is None else probabilities[(slice(None), *box)]
-        return box or whole, seg, probabilities
+        keep = (self._raw_body_box(input_image, spacing) if self.tiling == "grid" else None) or crop
+        if keep is not crop:                     # the grid tiling predicted the whole CT: keep its body box
+            seg = seg[keep]
+            probabilities = None if probabilities is None else probabilities[(slice(None), *keep)]
+        return keep, seg, probabilities
 
     def predict_single_npy_array(self, input_image: np.ndarray, image_properties: dict,
                                  segmentation_previous_stage: np.ndarray | None = None,
