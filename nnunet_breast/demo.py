@@ -6,7 +6,7 @@ tables and plots -> prediction on new synthetic patients: NIfTI masks, RTSTRUCTs
 tumour-bed proposals, PNG previews. Every nnU-Net step is the stock CLI, printed as it runs, so the demo
 doubles as a recipe. Its nnU-Net folders live inside ``--out``; the user's own are never touched.
 
-Training is a short schedule, fold 0 (:data:`SCHEDULES`; on CPU 1000 breast and 200 clip iterations, clip patches
+Training is a short schedule, fold 0 (:data:`SCHEDULES`; on CPU 700 breast and 200 clip iterations, clip patches
 of 64): the contours show that everything is wired, not what a real training run reaches. The clip model is the
 single-stage Res-SE-U-Net by default; ``--cascade`` trains the two-stage cascade instead (five stage-1 folds for
 the out-of-fold maps, then stage 2; a few minutes more).

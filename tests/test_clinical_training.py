@@ -16,6 +16,7 @@ from nnunet_breast.trainers.laterality import lateral_structures, left_right_axe
 from nnunet_breast.trainers.partial_labels import (
     PartialLabelRegionLoss,
     channel_mask,
+    exclusion_ramp,
     is_partial,
     opposite_sides,
 )
@@ -229,6 +230,25 @@ def test_exclusion_keeps_its_weight_however_much_background_the_patch_holds():
     exclusion_small, exclusion_large = penalty(small, 1.0) - bce_small, penalty(large, 1.0) - bce_large
     assert exclusion_small > 0.95 and exclusion_large > 0.95 and abs(exclusion_small - exclusion_large) < 0.01
     assert 0 < bce_large < bce_small / 10                             # BCE only: diluted by the background
+
+
+def test_the_exclusion_term_ramps_up_over_the_first_epochs():
+    """A structure is learnt first, its side then: the exclusion term starts at 0 and reaches its weight at 30 % of
+    the epochs; the loss's term scales with the ramp, the known negatives' BCE does not."""
+    assert [round(exclusion_ramp(e, 14, 0.3), 3) for e in (0, 2, 4, 5, 13)] == [0.0, 0.476, 0.952, 1.0, 1.0]
+    assert exclusion_ramp(0, 14, 0.0) == 1.0
+    y = torch.zeros((1, 3, 4, 4, 4))
+    y[0, 1, :2, :2, :2] = 1.0                                       # the right breast, annotated
+    x = torch.where(y > 0, 10.0, -10.0)
+    x[0, 0] = torch.where(y[0, 1] > 0, 10.0, -10.0)                   # the unannotated left output on it
+    loss = PartialLabelRegionLoss(False)
+    loss.channel_mask, loss.exclusive = torch.tensor([[0.0, 1.0, 1.0]]), opposite_sides(STRUCTURES)
+    values = []
+    for ramp in (0.0, 0.5, 1.0):
+        loss.exclusion_ramp = ramp
+        values.append(float(loss(x, y)))
+    assert values[2] - values[0] > 0.95                                # the whole term at the end of the ramp
+    assert values[1] - values[0] == pytest.approx((values[2] - values[0]) / 2, rel=1e-4)
 
 
 def test_known_negatives_at_every_deep_supervision_scale():

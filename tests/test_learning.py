@@ -16,6 +16,7 @@ probabilities inside the body, the default ``box`` tiling the same probabilities
 import csv
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,6 +124,13 @@ def test_training_ran_in_bf16_where_the_cpu_has_it(trained):
 
     log = "".join(p.read_text() for p in trained["fold"].glob("training_log_*.txt"))
     assert ("CPU training in bf16 autocast" if cpu_bf16_supported() else "CPU training in fp32") in log
+
+
+def test_the_exclusion_term_ramped_up_in_the_real_training(trained):
+    """The partial-label loss's exclusion term starts at 0 and reaches its full weight within the first third."""
+    log = "".join(p.read_text() for p in sorted(trained["fold"].glob("training_log_*.txt")))
+    ramp = [float(v) for v in re.findall(r"exclusion term at ([0-9.]+) of its weight", log)]
+    assert ramp[0] == 0.0 and ramp[-1] == 1.0 and ramp == sorted(ramp) and 3 <= len(ramp) <= 6, ramp
 
 
 PAD = 250       # voxels of air left and right of the small phantoms: a scanner's wide field of view, mostly air
@@ -268,6 +276,23 @@ def test_the_tilings_benchmark_runs_on_the_trained_model(trained):
     assert tilings["box"]["largest_spread_over_fov"] == 0 and tilings["box"]["lowest_agreement_with_narrowest_fov"] == 1
     assert tilings["grid"]["lowest_agreement_with_nnunet"] >= 0.99
     assert tilings["box"]["patches_vs_nnunet"] < 1 and tilings["grid"]["patches_vs_nnunet"] <= 1
+
+
+def test_the_spacing_ceiling_benchmark_bounds_what_the_cpu_configuration_can_reach(trained):
+    """benchmarks/spacing_ceiling.py on the new patients: at the data's own spacing a perfect network's masks come
+    back nearly whole; at the CPU configuration's coarser spacing large organs keep most of it, the thin IMN tube
+    (a voxel or two across) far less."""
+    script = BENCHMARK.parent / "spacing_ceiling.py"
+    r = subprocess.run([sys.executable, str(script), "--nnunet", str(trained["dirs"]["nnUNet_raw"].parent), "-d",
+                        str(DATASET + 1), "--plans-dataset", str(DATASET), "-c", "3d_fullres", CONFIG],
+                       capture_output=True, text=True, env=trained["environ"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    full, cpu = result["per_structure"]["3d_fullres"], result["per_structure"][CONFIG]
+    assert result["cases"] == 2 and len(cpu) == 20 and result["ratio_to_baseline"]["3d_fullres"] == 1
+    assert result["mean"]["3d_fullres"] >= 0.85 and result["mean"][CONFIG] < result["mean"]["3d_fullres"]
+    assert min(cpu[s] for s in ("Heart", "Lung_L", "Lung_R")) >= 0.9
+    assert max(cpu["CTVn_IMN_L"], cpu["CTVn_IMN_R"]) < min(cpu["Heart"], full["CTVn_IMN_L"], full["CTVn_IMN_R"])
 
 
 def test_fast_path_skips_the_air_and_bf16_costs_at_most_half_a_dsc_point(trained, wide_case, monkeypatch):

@@ -21,6 +21,13 @@ annotated side, and one demo run in three still painted both breasts with both o
 at weight 1 no run did, but no nodal level started by 1000 demo iterations; at 0.3 two benchmark seeds kept the
 breasts apart and started 4 nodal levels each, but a demo run painted both breasts with both outputs
 (docs/benchmarks.md, known negatives).
+
+The exclusion term ramps up over the first :attr:`PartialLabels.exclusion_ramp_fraction` of the epochs: a structure
+is learnt first, its side then. From the first iteration, before the network tells the sides apart, the term
+pushed a breast output down on both breasts harder than the Dice pulled it up on its own (it weighs each
+known-negative voxel more, averaged over fewer pairs): the demo's breast outputs started at epoch 7-10 of 14 and
+in one run the left one never did; with the ramp at epoch 4-8 in 4 of 5 runs, each on its own breast
+(docs/benchmarks.md, the exclusion term's ramp).
 """
 from __future__ import annotations
 
@@ -72,10 +79,12 @@ class PartialLabelRegionLoss(nn.Module):
     structures that exclude an unannotated one are background for it (known negatives): in the BCE, and in an
     exclusion term, the soft Dice of its prediction with them (2 sum(p e) / (sum(p e) + sum(e))), averaged over
     the (case, structure) pairs that have known negatives and added to the loss with ``exclusion_weight``
-    (1; 0.3 and 0.1 measured and not kept; 0: known negatives in the BCE only).
+    (1; 0.3 and 0.1 measured and not kept; 0: known negatives in the BCE only), times ``exclusion_ramp`` (0 to 1,
+    set by the trainer each epoch: :class:`PartialLabels`).
     """
 
     exclusion_weight: float = 1.0
+    exclusion_ramp: float = 1.0
 
     def __init__(self, batch_dice: bool, smooth: float = 1e-5, ddp: bool = False):
         super().__init__()
@@ -132,18 +141,29 @@ class PartialLabelRegionLoss(nn.Module):
     def exclusion(self, p: torch.Tensor, known: torch.Tensor | None, size: torch.Tensor | None) -> torch.Tensor:
         """Mean soft Dice of unannotated channels' predictions with their known negatives (``size``: their voxels per
         case and channel; 0 without any)."""
-        if known is None or not self.exclusion_weight:
+        weight = self.exclusion_weight * self.exclusion_ramp
+        if known is None or not weight:
             return p.sum() * 0.0
         pairs = size > 0
         if not pairs.any():
             return p.sum() * 0.0
         overlap = torch.einsum("bcn,bcn->bc", p.flatten(2), known.flatten(2))
-        return self.exclusion_weight * (2 * overlap / (overlap + size + self.smooth))[pairs].mean()
+        return weight * (2 * overlap / (overlap + size + self.smooth))[pairs].mean()
+
+
+def exclusion_ramp(epoch: int, num_epochs: int, fraction: float) -> float:
+    """The exclusion term's share at ``epoch``: 0 at the first epoch, rising linearly to 1 at ``fraction`` of the
+    epochs, 1 after (and always 1 when ``fraction`` is 0)."""
+    span = fraction * num_epochs
+    return 1.0 if span <= 0 else float(min(1.0, epoch / span))
 
 
 class PartialLabels:
     """Trainer mixin (before nnU-Net's trainer in the bases): the partial-label loss when the dataset's
-    annotation record says some case lacks some structure; nnU-Net's own loss otherwise."""
+    annotation record says some case lacks some structure; nnU-Net's own loss otherwise. Its exclusion term
+    ramps up over the first ``exclusion_ramp_fraction`` of the epochs (:func:`exclusion_ramp`)."""
+
+    exclusion_ramp_fraction: float = 0.3
 
     def _build_loss(self):
         loss = super()._build_loss()
@@ -170,6 +190,16 @@ class PartialLabels:
             loss.loss = inner
             return loss
         return inner
+
+    def on_epoch_start(self):
+        super().on_epoch_start()
+        inner = getattr(self.loss, "loss", self.loss)
+        if getattr(self, "_annotations", None) is not None and isinstance(inner, PartialLabelRegionLoss):
+            ramp = exclusion_ramp(self.current_epoch, self.num_epochs, self.exclusion_ramp_fraction)
+            if self.current_epoch == 0 or ramp != inner.exclusion_ramp:
+                self.print_to_log_file(f"known negatives' exclusion term at {ramp:.2f} of its weight "
+                                       f"{inner.exclusion_weight:g}")
+            inner.exclusion_ramp = ramp
 
     def _set_channel_mask(self, batch: dict) -> None:
         if getattr(self, "_annotations", None) is None:

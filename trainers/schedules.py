@@ -42,8 +42,8 @@ class ShortCPUSchedule(CPUSchedule):
 
 
 class DemoCPUSchedule(CPUSchedule):
-    """14 epochs x 50 iterations: `nnunet-breast demo` on CPU (700 iterations kept the demo's accuracy goals of
-    1000 in one run and brought it under 10 minutes on 2 cores: docs/benchmarks.md, demo timings)."""
+    """14 epochs x 50 iterations: `nnunet-breast demo` on CPU, about 10 minutes on 2 cores; the breast CTVs start
+    in the second half of it, with no margin (docs/benchmarks.md, demo timings)."""
 
     schedule = (14, 50, 1)
 
