@@ -26,11 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from steps import dsc, use_nnunet_folders
+
 TILINGS = {"nnunet": "off", "box": "box", "grid": "grid"}
-
-
-def dsc(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
 
 
 def counting(predictor):
@@ -55,8 +53,7 @@ def main() -> int:
                     help="columns of air each side (30 61 125 250; with 0 a small phantom's box, widened to a patch, "
                          "may reach the image's edge)")
     args = ap.parse_args()
-    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[var] = str((args.nnunet / var).resolve())
+    use_nnunet_folders(args.nnunet)
     os.environ["nnUNet_breast_cpu_bf16"] = "0"
 
     import SimpleITK as sitk

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-
-def dsc(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+from steps import dsc, use_nnunet_folders
 
 
 def round_trip(label_map: np.ndarray, spacing, encoding, configuration) -> dict[str, np.ndarray]:
@@ -48,8 +45,7 @@ def main() -> int:
     ap.add_argument("-c", "--configurations", nargs="+", default=["3d_fullres", "3d_cpu_effnetb0"],
                     help="the first is the baseline (default: 3d_fullres 3d_cpu_effnetb0)")
     args = ap.parse_args()
-    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[var] = str((args.nnunet / var).resolve())
+    use_nnunet_folders(args.nnunet)
 
     import SimpleITK as sitk
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager

@@ -1,4 +1,4 @@
-"""What the benchmarks that drive nnU-Net's CLIs share: a WORK folder as nnU-Net's three folders, logged steps."""
+"""What the benchmarks share: nnU-Net's three folders (a new WORK folder or an existing one), logged CLI steps, DSC."""
 from __future__ import annotations
 
 import os
@@ -8,13 +8,29 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+
+def use_nnunet_folders(root: Path) -> None:
+    """nnU-Net's three variables pointed at ``ROOT/nnUNet_{raw,preprocessed,results}`` (this process and its
+    children): the benchmarks that read an existing run (a demo's ``DIR/nnunet``)."""
+    for var in NNUNET_FOLDERS:
+        os.environ[var] = str((Path(root) / var).resolve())
+
+
+def dsc(a: np.ndarray, b: np.ndarray) -> float:
+    """DSC of two boolean masks (0 when both are empty)."""
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
 
 def nnunet_work(work: Path, processes: int) -> Path:
     """``WORK/nnUNet_{raw,preprocessed,results}`` as nnU-Net's folders for this process and its children, with
     our trainers visible; ``WORK/logs`` for the steps' output. Returns the resolved WORK."""
     work = work.resolve()
-    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[var] = str(work / var)
+    use_nnunet_folders(work)
+    for var in NNUNET_FOLDERS:
         Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
     (work / "logs").mkdir(exist_ok=True)
     os.environ.update(nnUNet_compile="false", nnUNet_def_n_proc=str(processes))

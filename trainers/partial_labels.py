@@ -193,8 +193,8 @@ class PartialLabels:
 
     def on_epoch_start(self):
         super().on_epoch_start()
-        inner = getattr(self.loss, "loss", self.loss)
-        if getattr(self, "_annotations", None) is not None and isinstance(inner, PartialLabelRegionLoss):
+        if getattr(self, "_annotations", None) is not None:           # _build_loss made the partial-label loss
+            inner = getattr(self.loss, "loss", self.loss)
             ramp = exclusion_ramp(self.current_epoch, self.num_epochs, self.exclusion_ramp_fraction)
             if self.current_epoch == 0 or ramp != inner.exclusion_ramp:
                 self.print_to_log_file(f"known negatives' exclusion term at {ramp:.2f} of its weight "
